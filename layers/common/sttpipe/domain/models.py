@@ -1,0 +1,160 @@
+"""The pipeline's domain: jobs, chunks and what flows between the functions.
+
+Everything that crosses a process boundary (SQS bodies, Step Functions input and output,
+objects in S3) is one of these pydantic models, so every hop validates what it receives.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class JobStatus(StrEnum):
+    AWAITING_UPLOAD = "AWAITING_UPLOAD"
+    SPLITTING = "SPLITTING"
+    TRANSCRIBING = "TRANSCRIBING"
+    MERGING = "MERGING"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED)
+
+
+class ChunkState(StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    SILENT = "SILENT"  # no speech found: never sent to the speech API
+
+
+class Job(BaseModel):
+    job_id: str
+    tenant_id: str = "default"
+    filename: str
+    content_type: str | None = None
+    language: str | None = None
+    priority: Priority = Priority.NORMAL
+    status: JobStatus = JobStatus.AWAITING_UPLOAD
+    upload_key: str
+    created_at: datetime
+    updated_at: datetime
+    failure_reason: str | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkProgress(BaseModel):
+    index: int
+    start_ms: int
+    end_ms: int
+    state: ChunkState
+    error: str | None = None
+
+
+class JobView(BaseModel):
+    """A job with its per-chunk progress, as the status API and the CLI show it."""
+
+    job: Job
+    chunks: list[ChunkProgress]
+
+    @property
+    def chunks_total(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def chunks_finished(self) -> int:
+        return sum(1 for c in self.chunks if c.state is not ChunkState.PENDING)
+
+
+class ChunkRef(BaseModel):
+    """One chunk of audio as the splitter stored it (FLAC, 16 kHz mono)."""
+
+    index: int = Field(ge=0)
+    key: str
+    start_ms: int = Field(ge=0)
+    end_ms: int = Field(gt=0)
+    pcm_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Segment(BaseModel):
+    """A stretch of text with absolute times in the recording (milliseconds)."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+    chunk_index: int
+
+
+class ChunkTranscript(BaseModel):
+    """What the worker stores for one chunk; times are absolute."""
+
+    index: int
+    start_ms: int
+    end_ms: int
+    text: str
+    segments: list[Segment] = Field(default_factory=list)
+    api_calls: int = 0
+    cache_level: str | None = None  # None on a miss, else "L1"/"L2"/"L3"
+    seconds: float = 0.0
+
+
+class TaskError(BaseModel):
+    """The error object Step Functions puts in place of a failed task's output."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error: str = Field(alias="Error", default="States.TaskFailed")
+    cause: str | None = Field(alias="Cause", default=None)
+
+
+class ChunkOutcome(BaseModel):
+    """One element of the Map state's result: a stored transcript, or the error that ended it."""
+
+    index: int
+    result_key: str | None = None
+    error: TaskError | None = None
+
+
+# ---- messages -----------------------------------------------------------------------------
+
+
+class ChunkTask(BaseModel):
+    """Body of a chunk message the state machine puts on a priority queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_token: str = Field(min_length=1)
+    job_id: str = Field(min_length=1)
+    language: str | None = None
+    chunk: ChunkRef
+
+
+class MergeTask(BaseModel):
+    """Body of the message the state machine puts on the merge queue after the Map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_token: str = Field(min_length=1)
+    job_id: str = Field(min_length=1)
+    results: list[ChunkOutcome]
+
+
+class ExecutionInput(BaseModel):
+    """Input of one state machine execution, written by the splitter."""
+
+    job_id: str
+    language: str | None
+    queue_url: str
+    chunks: list[ChunkRef]

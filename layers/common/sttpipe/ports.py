@@ -1,0 +1,64 @@
+"""The small interfaces through which the services talk to the world.
+
+Each has a real adapter in `sttpipe.adapters` (S3, PostgreSQL, Step Functions, Cloud.ru) and an
+in-memory fake in `sttpipe.adapters.memory` for unit tests.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import IO, Any, Protocol
+
+from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+
+
+class ObjectStore(Protocol):
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def download(self, key: str) -> AbstractContextManager[IO[bytes]]:
+        """Stream the object into a temporary file and yield it open for reading."""
+        ...
+
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when it does not exist."""
+        ...
+
+    def presigned_get(self, key: str, expires_s: int) -> str: ...
+
+    def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_s: int
+    ) -> dict[str, Any]: ...
+
+
+class JobRepository(Protocol):
+    def add(self, job: Job) -> None: ...
+
+    def get(self, job_id: str) -> JobView | None: ...
+
+    def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None: ...
+
+    def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None: ...
+
+    def set_chunk_state(
+        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
+    ) -> None: ...
+
+    def finish(
+        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
+    ) -> None: ...
+
+    def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]: ...
+
+
+class Workflow(Protocol):
+    """The state machine side: start a job's execution, answer its callback tasks."""
+
+    def start(self, job_id: str, execution_input: str) -> str: ...
+
+    def succeed(self, task_token: str, output: str) -> None: ...
+
+    def fail(self, task_token: str, error: str, cause: str) -> None: ...
+
+    def heartbeat(self, task_token: str) -> None: ...

@@ -1,0 +1,1 @@
+"""Speech-to-text APIs: the `Transcriber` interface and one module per backend."""
