@@ -14,7 +14,7 @@ from sttpipe.domain.models import Priority
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STT_", extra="ignore", env_ignore_empty=True)
 
     # Storage and orchestration (set by template.yaml on AWS, by the local cloud locally).
     bucket: str = ""
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Splitting.
     max_chunk_s: float = Field(default=30.0, gt=1.0)
     min_chunk_s: float = Field(default=5.0, gt=0.0)
+    # Chunks a job can have transcribed at once (the priority queues' worker concurrency);
+    # short files are cut finer so that they, too, finish in about one chunk's time.
+    worker_concurrency: int = Field(default=10, ge=1)
 
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.

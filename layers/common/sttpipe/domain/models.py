@@ -158,3 +158,22 @@ class ExecutionInput(BaseModel):
     language: str | None
     queue_url: str
     chunks: list[ChunkRef]
+
+
+class JobFailureNotice(BaseModel):
+    """Body the state machine sends (without a token) when the Map or the merge itself failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1)
+    error: TaskError
+
+
+class Manifest(BaseModel):
+    """What the splitter made of an upload; the merge reads it back for timing and statistics."""
+
+    execution: ExecutionInput
+    duration_s: float
+    chunks_total: int
+    chunks_silent: int
+    split_seconds: float

@@ -1,0 +1,48 @@
+"""Splitter: S3 upload notifications (through SQS) in, chunks and a state machine execution out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parser.models import S3Model
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sttpipe.bootstrap import splitter_service
+from sttpipe.domain.models import JobStatus
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    body = record.json_body
+    if body.get("Event") == "s3:TestEvent":
+        # S3 sends one when the notification is configured; there is nothing to split.
+        return
+    for s3_record in S3Model.model_validate(body).Records:
+        outcome = splitter_service().handle_upload(s3_record.s3.object.key)
+        logger.append_keys(job_id=outcome.job_id)
+        if outcome.status is JobStatus.FAILED:
+            metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
+        elif outcome.chunks:
+            metrics.add_metric(name="ChunksQueued", unit=MetricUnit.Count, value=outcome.chunks)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,148 @@
+"""A client of the pipeline's HTTP API that does what a browser frontend does.
+
+Create an upload, POST the file straight to S3 with the pre-signed form, follow the job until it
+ends, fetch the transcripts. The CLI and the end-to-end tests both use it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL_STATUSES = frozenset({"COMPLETED", "PARTIAL", "FAILED"})
+
+# Content types for extensions `mimetypes` does not know on every system.
+_AUDIO_TYPES = {
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/opus",
+    ".m4a": "audio/mp4",
+    ".webm": "audio/webm",
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+}
+
+
+class JobTimeout(RuntimeError):
+    pass
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    status: str
+    job: dict[str, Any]
+    files: dict[str, Path]
+
+    @property
+    def text(self) -> str:
+        path = self.files.get("txt")
+        return path.read_text(encoding="utf-8") if path else ""
+
+
+def content_type_of(path: Path) -> str:
+    return _AUDIO_TYPES.get(path.suffix.lower()) or (
+        mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    )
+
+
+class PipelineClient:
+    def __init__(self, api_url: str, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=api_url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(self, path: Path, *, language: str | None = None, priority: str | None = None) -> str:
+        """Create an upload and send the file to S3 with the pre-signed POST; returns the job id."""
+        request: dict[str, Any] = {
+            "filename": path.name,
+            "content_type": content_type_of(path),
+            "size_bytes": path.stat().st_size,
+        }
+        if language:
+            request["language"] = language
+        if priority:
+            request["priority"] = priority
+        created = self._http.post("/uploads", json=request)
+        _raise_for_status(created)
+        ticket = created.json()
+        form = ticket["upload"]
+        with path.open("rb") as body:
+            # Field order matters to S3: the policy fields first, the file last.
+            sent = httpx.post(
+                form["url"],
+                data=form["fields"],
+                files={"file": (path.name, body, request["content_type"])},
+                timeout=300,
+            )
+        _raise_for_status(sent)
+        return str(ticket["job_id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self._http.get(f"/jobs/{job_id}")
+        _raise_for_status(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float = 900,
+        poll_s: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if on_progress:
+                on_progress(job)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"job {job_id} still {job['status']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def download(self, job: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for fmt, url in job.get("downloads", {}).items():
+            response = httpx.get(url, timeout=60)
+            _raise_for_status(response)
+            target = out_dir / f"transcript.{fmt}"
+            target.write_bytes(response.content)
+            files[fmt] = target
+        return files
+
+    def transcribe(
+        self,
+        path: Path,
+        out_dir: Path,
+        *,
+        language: str | None = None,
+        priority: str | None = None,
+        timeout_s: float = 900,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobResult:
+        job_id = self.submit(path, language=language, priority=priority)
+        job = self.wait(job_id, timeout_s=timeout_s, on_progress=on_progress)
+        return JobResult(job_id, job["status"], job, self.download(job, out_dir))
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_error:
+        raise httpx.HTTPStatusError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: "
+            f"{response.text[:500]}",
+            request=response.request,
+            response=response,
+        )

@@ -1,0 +1,126 @@
+"""Merge service: the chunk transcripts of a job become its TXT/JSON/SRT/VTT and its outcome."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from sttpipe.domain import keys
+from sttpipe.domain.models import (
+    ChunkOutcome,
+    ChunkState,
+    ChunkTranscript,
+    JobFailureNotice,
+    JobStatus,
+    Manifest,
+    MergeTask,
+)
+from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
+from sttpipe.transcript import FailedChunk, assemble, render_json, render_srt, render_txt, render_vtt
+
+logger = Logger(child=True)
+
+_CONTENT_TYPES = {
+    "txt": "text/plain; charset=utf-8",
+    "json": "application/json",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+
+class MergeService:
+    def __init__(self, store: ObjectStore, jobs: JobRepository, workflow: Workflow) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._workflow = workflow
+
+    def merge(self, task: MergeTask) -> JobStatus:
+        started = time.monotonic()
+        manifest = Manifest.model_validate_json(self._store.get_bytes(keys.manifest(task.job_id)))
+        spans = {c.index: (c.start_ms, c.end_ms) for c in manifest.execution.chunks}
+
+        done: list[ChunkTranscript] = []
+        failed: list[FailedChunk] = []
+        for outcome in sorted(task.results, key=lambda o: o.index):
+            if outcome.result_key is not None:
+                done.append(
+                    ChunkTranscript.model_validate_json(self._store.get_bytes(outcome.result_key))
+                )
+            else:
+                reason = _failure_reason(outcome)
+                start_ms, end_ms = spans[outcome.index]
+                failed.append(FailedChunk(outcome.index, start_ms, end_ms, reason))
+                # A worker that died never recorded its chunk; the Map's catch says it failed.
+                self._jobs.set_chunk_state(
+                    task.job_id, outcome.index, ChunkState.FAILED, error=reason
+                )
+
+        status, reason = _outcome(done, failed)
+        stats = _statistics(manifest, done, failed)
+        if status is not JobStatus.FAILED:
+            transcript = assemble(done, failed)
+            stats["merge_seconds"] = round(time.monotonic() - started, 3)
+            rendered = {
+                "txt": render_txt(transcript),
+                "json": render_json(transcript, stats=stats),
+                "srt": render_srt(transcript),
+                "vtt": render_vtt(transcript),
+            }
+            for fmt, body in rendered.items():
+                self._store.put_bytes(
+                    keys.transcript(task.job_id, fmt), body.encode(), _CONTENT_TYPES[fmt]
+                )
+        self._jobs.finish(task.job_id, status, stats=stats, reason=reason)
+        logger.info(
+            "job merged",
+            extra={"job_id": task.job_id, "status": status, "failed_chunks": len(failed)},
+        )
+        try:
+            self._workflow.succeed(task.task_token, f'{{"status": "{status}"}}')
+        except TaskNoLongerWaiting:
+            logger.warning("state machine stopped waiting for the merge", extra={"job_id": task.job_id})
+        return status
+
+    def record_failure(self, notice: JobFailureNotice) -> None:
+        reason = notice.error.cause or notice.error.error
+        logger.error("job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason})
+        self._jobs.finish(notice.job_id, JobStatus.FAILED, stats={}, reason=reason)
+
+
+def _failure_reason(outcome: ChunkOutcome) -> str:
+    if outcome.error is None:
+        return "unknown failure"
+    if outcome.error.error in ("States.HeartbeatTimeout", "States.Timeout"):
+        return f"Chunk {outcome.index} timed out waiting for a worker ({outcome.error.error})."
+    return outcome.error.cause or outcome.error.error
+
+
+def _outcome(
+    done: list[ChunkTranscript], failed: list[FailedChunk]
+) -> tuple[JobStatus, str | None]:
+    if not failed:
+        return JobStatus.COMPLETED, None
+    if not done:
+        return JobStatus.FAILED, failed[0].reason
+    names = ", ".join(str(f.index) for f in failed)
+    return JobStatus.PARTIAL, f"{len(failed)} chunk(s) failed: {names}"
+
+
+def _statistics(
+    manifest: Manifest, done: list[ChunkTranscript], failed: list[FailedChunk]
+) -> dict[str, Any]:
+    cache_hits = Counter(c.cache_level for c in done if c.cache_level)
+    return {
+        "duration_s": manifest.duration_s,
+        "chunks": manifest.chunks_total,
+        "chunks_silent": manifest.chunks_silent,
+        "chunks_transcribed": len(done),
+        "chunks_failed": len(failed),
+        "speech_api_calls": sum(c.api_calls for c in done),
+        "cache_hits": {level: cache_hits.get(level, 0) for level in ("L1", "L2", "L3")},
+        "split_seconds": manifest.split_seconds,
+        "transcribe_seconds": round(sum(c.seconds for c in done), 3),
+    }

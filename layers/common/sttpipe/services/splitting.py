@@ -1,0 +1,168 @@
+"""Splitter service: one uploaded recording in, chunks in S3 and a running state machine out."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+
+from sttpipe.audio import (
+    AudioError,
+    SplitOptions,
+    check_limits,
+    probe,
+    split_file,
+    target_chunk_seconds,
+)
+from sttpipe.config import Settings
+from sttpipe.domain import keys
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkRef,
+    ChunkState,
+    ExecutionInput,
+    Job,
+    JobStatus,
+    Manifest,
+)
+from sttpipe.ports import JobRepository, ObjectStore, Workflow
+
+logger = Logger(child=True)
+
+_UPLOAD_KEY = re.compile(r"^uploads/(?P<job_id>[0-9a-f]{32})/[^/]+$")
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    job_id: str
+    status: JobStatus
+    chunks: int = 0
+    reason: str | None = None
+
+
+class SplitterService:
+    def __init__(
+        self, store: ObjectStore, jobs: JobRepository, workflow: Workflow, settings: Settings
+    ) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._workflow = workflow
+        self._settings = settings
+
+    def handle_upload(self, raw_key: str) -> SplitOutcome:
+        """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
+        key = unquote_plus(raw_key)
+        job = self._job_for(key)
+        if job.status not in (JobStatus.AWAITING_UPLOAD, JobStatus.SPLITTING):
+            # At-least-once delivery of the notification: the job is already past splitting.
+            logger.info("upload already split", extra={"job_id": job.job_id, "status": job.status})
+            return SplitOutcome(job.job_id, job.status)
+        self._jobs.set_status(job.job_id, JobStatus.SPLITTING)
+        try:
+            return self._split(job)
+        except AudioError as exc:
+            # Bad audio cannot get better by retrying: end the job now, keep the upload.
+            logger.warning("upload rejected", extra={"job_id": job.job_id, "reason": exc.reason})
+            self._jobs.finish(job.job_id, JobStatus.FAILED, stats={}, reason=exc.reason)
+            return SplitOutcome(job.job_id, JobStatus.FAILED, reason=exc.reason)
+
+    def _job_for(self, key: str) -> Job:
+        match = _UPLOAD_KEY.match(key)
+        if match:
+            view = self._jobs.get(match["job_id"])
+            if view is not None:
+                return view.job
+        # An object put straight into uploads/ (aws s3 cp, a script) becomes a job with defaults.
+        now = datetime.now(UTC)
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            filename=key.rsplit("/", 1)[-1],
+            language=self._settings.default_language,
+            priority=self._settings.default_priority,
+            upload_key=key,
+            created_at=now,
+            updated_at=now,
+        )
+        self._jobs.add(job)
+        logger.info("job created for a direct upload", extra={"job_id": job.job_id, "key": key})
+        return job
+
+    def _split(self, job: Job) -> SplitOutcome:
+        started = time.monotonic()
+        size = self._store.size(job.upload_key)
+        if size is None:
+            raise AudioError("The uploaded object no longer exists.")
+        if size > self._settings.max_upload_bytes:
+            raise AudioError(
+                f"The upload is {size} bytes; the limit is {self._settings.max_upload_bytes}."
+            )
+        progress: list[ChunkProgress] = []
+        refs: list[ChunkRef] = []
+        with self._store.download(job.upload_key) as audio_file:
+            info = probe(audio_file.name)
+            check_limits(info, max_duration_s=self._settings.max_duration_s)
+            options = SplitOptions(
+                max_chunk_s=target_chunk_seconds(
+                    info.duration_s,
+                    self._settings.worker_concurrency,
+                    self._settings.min_chunk_s,
+                    self._settings.max_chunk_s,
+                ),
+                min_chunk_s=self._settings.min_chunk_s,
+            )
+            logger.info(
+                "splitting",
+                extra={"job_id": job.job_id, "duration_s": info.duration_s, "codec": info.codec,
+                       "max_chunk_s": options.max_chunk_s},
+            )
+            for chunk in split_file(audio_file.name, options):
+                state = ChunkState.PENDING if chunk.has_speech else ChunkState.SILENT
+                progress.append(
+                    ChunkProgress(
+                        index=chunk.index, start_ms=chunk.start_ms, end_ms=chunk.end_ms, state=state
+                    )
+                )
+                if chunk.has_speech:
+                    chunk_key = keys.chunk_audio(job.job_id, chunk.index)
+                    self._store.put_bytes(chunk_key, chunk.flac, "audio/flac")
+                    refs.append(
+                        ChunkRef(
+                            index=chunk.index,
+                            key=chunk_key,
+                            start_ms=chunk.start_ms,
+                            end_ms=chunk.end_ms,
+                            pcm_sha256=chunk.pcm_sha256,
+                        )
+                    )
+        if not refs:
+            raise AudioError("No speech was found in the recording.")
+
+        execution = ExecutionInput(
+            job_id=job.job_id,
+            language=job.language,
+            queue_url=self._settings.queue_url(job.priority),
+            chunks=refs,
+        )
+        manifest = Manifest(
+            execution=execution,
+            duration_s=info.duration_s,
+            chunks_total=len(progress),
+            chunks_silent=len(progress) - len(refs),
+            split_seconds=round(time.monotonic() - started, 3),
+        )
+        self._store.put_bytes(
+            keys.manifest(job.job_id), manifest.model_dump_json().encode(), "application/json"
+        )
+        self._jobs.add_chunks(job.job_id, progress)
+        self._jobs.set_status(job.job_id, JobStatus.TRANSCRIBING)
+        self._workflow.start(job.job_id, execution.model_dump_json())
+        logger.info(
+            "job split",
+            extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
+        )
+        return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(refs))

@@ -1,0 +1,122 @@
+"""Worker service: transcribe one chunk and answer the state machine's task token."""
+
+from __future__ import annotations
+
+import time
+
+from aws_lambda_powertools import Logger
+
+from sttpipe.config import Settings
+from sttpipe.domain import keys
+from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask, ChunkTranscript, Segment
+from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
+from sttpipe.speech.base import SpeechError, Transcriber, Transcription
+
+logger = Logger(child=True)
+
+CHUNK_FAILED = "Chunk.Failed"
+
+
+class ChunkRetryLater(Exception):
+    """The chunk failed for a reason that may pass: leave the message to come back."""
+
+
+class WorkerService:
+    def __init__(
+        self,
+        store: ObjectStore,
+        jobs: JobRepository,
+        workflow: Workflow,
+        transcriber: Transcriber,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._workflow = workflow
+        self._transcriber = transcriber
+        self._settings = settings
+
+    def process(
+        self, task: ChunkTask, receive_count: int, remaining_s: float | None = None
+    ) -> None:
+        """Transcribe `task.chunk`; raises ChunkRetryLater when SQS should deliver it again.
+
+        `remaining_s` is the invocation's time left: retries of the speech API stop before it.
+        """
+        chunk = task.chunk
+        log_keys = {"job_id": task.job_id, "chunk": chunk.index, "receive_count": receive_count}
+        try:
+            # Resets the heartbeat clock, which has been running while the message sat queued.
+            self._workflow.heartbeat(task.task_token)
+        except TaskNoLongerWaiting:
+            logger.warning("state machine no longer waits for this chunk; dropped", extra=log_keys)
+            return
+
+        result_key = keys.chunk_result(task.job_id, chunk.index)
+        try:
+            if self._store.size(result_key) is None:
+                self._store.put_bytes(
+                    result_key,
+                    self._transcribe(task, remaining_s).model_dump_json().encode(),
+                    "application/json",
+                )
+            else:
+                # A previous delivery stored the result but did not get to answer the token.
+                logger.info("chunk result already stored", extra=log_keys)
+        except SpeechError as exc:
+            final = not exc.retryable or receive_count >= self._settings.max_receives
+            logger.warning(
+                "chunk transcription failed",
+                extra={**log_keys, "error": str(exc), "retryable": exc.retryable, "final": final},
+            )
+            if not final:
+                raise ChunkRetryLater(str(exc)) from exc
+            reason = f"Chunk {chunk.index} could not be transcribed: {exc}"
+            self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.FAILED, error=reason)
+            self._answer_failure(task.task_token, reason, log_keys)
+            if exc.retryable:
+                # Let the message reach the DLQ too, so operators see that it gave up.
+                raise ChunkRetryLater(str(exc)) from exc
+            return
+
+        self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE)
+        outcome = ChunkOutcome(index=chunk.index, result_key=result_key)
+        try:
+            self._workflow.succeed(task.task_token, outcome.model_dump_json())
+        except TaskNoLongerWaiting:
+            logger.warning("state machine stopped waiting before the answer", extra=log_keys)
+
+    def _transcribe(self, task: ChunkTask, remaining_s: float | None) -> ChunkTranscript:
+        chunk = task.chunk
+        audio = self._store.get_bytes(chunk.key)
+        started = time.monotonic()
+        result: Transcription = self._transcriber.transcribe(
+            audio,
+            chunk.key.rsplit("/", 1)[-1],
+            language=task.language or self._settings.default_language,
+            remaining_s=remaining_s,
+        )
+        offset = chunk.start_ms
+        return ChunkTranscript(
+            index=chunk.index,
+            start_ms=chunk.start_ms,
+            end_ms=chunk.end_ms,
+            text=result.text.strip(),
+            segments=[
+                Segment(
+                    start_ms=offset + round(s.start_s * 1000),
+                    end_ms=min(chunk.end_ms, offset + round(s.end_s * 1000)),
+                    text=s.text.strip(),
+                    chunk_index=chunk.index,
+                )
+                for s in result.segments
+            ],
+            api_calls=result.attempts,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _answer_failure(self, token: str, reason: str, log_keys: dict[str, object]) -> None:
+        try:
+            self._workflow.fail(token, CHUNK_FAILED, reason)
+        except TaskNoLongerWaiting:
+            logger.warning("state machine no longer waits for this chunk", extra=log_keys)

@@ -1,0 +1,129 @@
+"""template.yaml and the state machine: they lint clean and keep the promises the code relies on."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short tags (!Ref, !GetAtt ...) as plain {"Fn::X": value} nodes."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: r["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_queue_driven_function_reports_partial_batch_failures(template: dict[str, Any]) -> None:
+    sqs_events = [
+        event["Properties"]
+        for props in _functions(template).values()
+        for event in props.get("Events", {}).values()
+        if event["Type"] == "SQS"
+    ]
+    assert len(sqs_events) == 5  # upload, three priorities, merge
+    for event in sqs_events:
+        assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_every_function_but_the_api_is_fed_by_sqs(template: dict[str, Any]) -> None:
+    for name, props in _functions(template).items():
+        kinds = {e["Type"] for e in props["Events"].values()}
+        assert kinds == ({"HttpApi"} if name == "ApiFunction" else {"SQS"}), name
+
+
+def test_high_priority_gets_the_most_workers(template: dict[str, Any]) -> None:
+    events = _functions(template)["WorkerFunction"]["Events"]
+    concurrency = {
+        name: e["Properties"]["ScalingConfig"]["MaximumConcurrency"] for name, e in events.items()
+    }
+    assert concurrency["HighPriority"] > concurrency["NormalPriority"] > concurrency["LowPriority"]
+
+
+def test_worker_gives_up_exactly_when_the_queues_redrive(template: dict[str, Any]) -> None:
+    worker = _functions(template)["WorkerFunction"]
+    max_receives = int(worker["Environment"]["Variables"]["STT_MAX_RECEIVES"])
+    resources = template["Resources"]
+    for event in worker["Events"].values():
+        queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+        redrive = resources[queue]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == max_receives, queue
+
+
+def test_queue_visibility_covers_the_consuming_function(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    default_timeout = template["Globals"]["Function"]["Timeout"]
+    for props in _functions(template).values():
+        for event in props["Events"].values():
+            if event["Type"] != "SQS":
+                continue
+            queue = resources[event["Properties"]["Queue"]["Fn::GetAtt"][0]]
+            visibility = queue["Properties"]["VisibilityTimeout"]
+            assert visibility >= 6 * props.get("Timeout", default_timeout)
+
+
+def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
+    template: dict[str, Any],
+) -> None:
+    machine = template["Resources"]["TranscriptionStateMachine"]["Properties"]
+    text = (ROOT / machine["DefinitionUri"]).read_text()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
+    assert placeholders == set(machine["DefinitionSubstitutions"])
+    definition = json.loads(re.sub(r"\$\{(\w+)\}", lambda m: "60" if "Seconds" in m[1] else "q", text))
+
+    chunk_states = definition["States"]["TranscribeChunks"]["ItemProcessor"]["States"]
+    task = chunk_states["TranscribeChunk"]
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["Parameters"]["MessageBody"]["task_token.$"] == "$$.Task.Token"
+    assert {"HeartbeatSeconds", "TimeoutSeconds"} <= set(task)
+    merge = definition["States"]["MergeTranscript"]
+    assert merge["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    resources = [
+        state["Resource"]
+        for state in (*definition["States"].values(), *chunk_states.values())
+        if "Resource" in state
+    ]
+    assert all(r.startswith("arn:aws:states:::sqs:") for r in resources)  # no lambda:invoke
