@@ -12,6 +12,21 @@ from typing import IO, Any, Protocol
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
 
 
+class ObjectNotFound(LookupError):
+    """The object store has no object under the key asked for."""
+
+
+class JobNotFound(LookupError):
+    """The repository has no such job (or no such chunk of it)."""
+
+
+class TaskNoLongerWaiting(Exception):
+    """A callback task was answered after it timed out, closed or never existed.
+
+    With at-least-once delivery this is expected now and then: log it and drop the message.
+    """
+
+
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 

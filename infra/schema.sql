@@ -1,0 +1,1 @@
+../layers/common/sttpipe/adapters/schema.sql

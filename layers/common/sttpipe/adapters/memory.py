@@ -1,0 +1,339 @@
+"""In-memory stand-ins for the ports, with the semantics of the real adapters, for unit tests.
+
+They keep everything in dicts behind a lock, hand out copies (so a caller cannot change stored
+state by accident) and raise the same port exceptions as S3, PostgreSQL and Step Functions.
+`FakeTranscriber` is a unit-test fake only: it returns texts it was given, it hears nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from sttpipe.adapters.s3 import temp_suffix
+from sttpipe.adapters.stepfunctions import (
+    MAX_CAUSE_CHARS,
+    MAX_ERROR_CHARS,
+    execution_arn,
+    execution_name,
+    truncate,
+)
+from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.ports import JobNotFound, ObjectNotFound, TaskNoLongerWaiting
+from sttpipe.speech.base import SpeechError, Transcription
+
+# ---- object store ---------------------------------------------------------------------------
+
+
+class UploadRejected(Exception):
+    """What S3 answers (403/400) to a form upload that breaks its policy."""
+
+
+class InMemoryObjectStore:
+    def __init__(self, bucket: str = "memory-bucket") -> None:
+        self.bucket = bucket
+        self._objects: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        with self._lock:
+            self._objects[key] = (bytes(data), content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._lock:
+            if key not in self._objects:
+                raise ObjectNotFound(key)
+            return self._objects[key][0]
+
+    def content_type(self, key: str) -> str:
+        """Test helper: the Content-Type an object was stored with."""
+        with self._lock:
+            if key not in self._objects:
+                raise ObjectNotFound(key)
+            return self._objects[key][1]
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[IO[bytes]]:
+        data = self.get_bytes(key)
+        with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            tmp.seek(0)
+            yield tmp
+
+    def size(self, key: str) -> int | None:
+        with self._lock:
+            return len(self._objects[key][0]) if key in self._objects else None
+
+    def presigned_get(self, key: str, expires_s: int) -> str:
+        return f"memory://{self.bucket}/{key}?expires_s={expires_s}"
+
+    def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_s: int
+    ) -> dict[str, Any]:
+        """A form shaped like S3's: a base64 JSON policy beside the fields it constrains."""
+        expiry = datetime.now(UTC) + timedelta(seconds=expires_s)
+        policy = {
+            "expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conditions": [
+                {"bucket": self.bucket},
+                {"key": key},
+                {"Content-Type": content_type},
+                ["content-length-range", 1, max_bytes],
+            ],
+        }
+        encoded = base64.b64encode(json.dumps(policy).encode()).decode()
+        return {
+            "url": f"memory://{self.bucket}",
+            "fields": {"key": key, "Content-Type": content_type, "policy": encoded},
+        }
+
+    def post_form(self, fields: dict[str, str], data: bytes) -> None:
+        """Test helper: upload through a form from presigned_post, enforcing its policy as S3
+        does (moto does not)."""
+        policy = json.loads(base64.b64decode(fields["policy"]))
+        expiry = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        if datetime.now(UTC) > expiry:
+            raise UploadRejected("policy expired")
+        for condition in policy["conditions"]:
+            if isinstance(condition, list):
+                _, low, high = condition
+                if not low <= len(data) <= high:
+                    raise UploadRejected(f"size {len(data)} outside [{low}, {high}]")
+            else:
+                ((name, wanted),) = condition.items()
+                if name != "bucket" and fields.get(name) != wanted:
+                    raise UploadRejected(f"{name} must be {wanted!r}")
+        self.put_bytes(fields["key"], data, fields["Content-Type"])
+
+
+# ---- job repository -------------------------------------------------------------------------
+
+
+class InMemoryJobRepository:
+    """Same rules as PostgresJobRepository: a final status is never replaced by set_status, and
+    finish() never replaces a final status with a non-final one."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._chunks: dict[str, dict[int, ChunkProgress]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job: Job) -> None:
+        with self._lock:
+            if job.job_id not in self._jobs:
+                self._jobs[job.job_id] = job.model_copy(deep=True)
+                self._chunks[job.job_id] = {}
+
+    def get(self, job_id: str) -> JobView | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            chunks = sorted(self._chunks[job_id].values(), key=lambda c: c.index)
+            return JobView(job=job.model_copy(deep=True), chunks=[c.model_copy() for c in chunks])
+
+    def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None:
+        with self._lock:
+            job = self._job(job_id)
+            if not job.status.is_final:
+                self._jobs[job_id] = job.model_copy(
+                    update={"status": status, "failure_reason": reason, "updated_at": _now()}
+                )
+
+    def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None:
+        if not chunks:
+            return
+        with self._lock:
+            self._job(job_id)
+            stored = self._chunks[job_id]
+            for chunk in chunks:
+                stored.setdefault(chunk.index, chunk.model_copy())
+
+    def set_chunk_state(
+        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
+    ) -> None:
+        with self._lock:
+            stored = self._chunks.get(job_id, {})
+            if index not in stored:
+                raise JobNotFound(f"{job_id} chunk {index}")
+            stored[index] = stored[index].model_copy(update={"state": state, "error": error})
+
+    def finish(
+        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
+    ) -> None:
+        with self._lock:
+            job = self._job(job_id)
+            if status.is_final or not job.status.is_final:
+                self._jobs[job_id] = job.model_copy(
+                    update={
+                        "status": status,
+                        "stats": json.loads(json.dumps(stats)),  # as a jsonb round trip would
+                        "failure_reason": reason,
+                        "updated_at": _now(),
+                    }
+                )
+
+    def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        with self._lock:
+            jobs = sorted(
+                (j for j in self._jobs.values() if j.tenant_id == tenant_id),
+                key=lambda j: (j.created_at, j.job_id),
+                reverse=True,
+            )
+            if before is not None:
+                cursor = self._jobs.get(before)
+                if cursor is None or cursor.tenant_id != tenant_id:
+                    return []
+                jobs = [j for j in jobs if (j.created_at, j.job_id) < (cursor.created_at, before)]
+            return [j.model_copy(deep=True) for j in jobs[:limit]]
+
+    def _job(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- workflow -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskAnswer:
+    succeeded: bool
+    output: str | None = None
+    error: str | None = None
+    cause: str | None = None
+
+
+class InMemoryWorkflow:
+    """Executions by deterministic name, and callback tokens that are waiting until answered.
+
+    Tests open a token with `open_task()` (the state machine's part), hand it to the code under
+    test and read `answers`; answering a token twice, an unknown one or one timed out with
+    `time_out()` raises TaskNoLongerWaiting, as Step Functions does.
+    """
+
+    def __init__(
+        self, state_machine_arn: str = "arn:aws:states:us-east-1:000000000000:stateMachine:memory"
+    ) -> None:
+        self.state_machine_arn = state_machine_arn
+        self.executions: dict[str, str] = {}  # execution ARN -> input
+        self.answers: dict[str, TaskAnswer] = {}
+        self.heartbeats: dict[str, int] = {}
+        self._waiting: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self, job_id: str, execution_input: str) -> str:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id))
+        with self._lock:
+            self.executions.setdefault(arn, execution_input)
+        return arn
+
+    def open_task(self, token: str | None = None) -> str:
+        token = token or uuid.uuid4().hex
+        with self._lock:
+            self._waiting.add(token)
+        return token
+
+    def time_out(self, token: str) -> None:
+        with self._lock:
+            self._waiting.discard(token)
+
+    def succeed(self, task_token: str, output: str) -> None:
+        json.loads(output)  # Step Functions refuses output that is not JSON (InvalidOutput)
+        self._answer(task_token, TaskAnswer(succeeded=True, output=output))
+
+    def fail(self, task_token: str, error: str, cause: str) -> None:
+        answer = TaskAnswer(
+            succeeded=False,
+            error=truncate(error, MAX_ERROR_CHARS),
+            cause=truncate(cause, MAX_CAUSE_CHARS),
+        )
+        self._answer(task_token, answer)
+
+    def heartbeat(self, task_token: str) -> None:
+        with self._lock:
+            self._require_waiting(task_token)
+            self.heartbeats[task_token] = self.heartbeats.get(task_token, 0) + 1
+
+    def _answer(self, token: str, answer: TaskAnswer) -> None:
+        with self._lock:
+            self._require_waiting(token)
+            self._waiting.discard(token)
+            self.answers[token] = answer
+
+    def _require_waiting(self, token: str) -> None:
+        if token not in self._waiting:
+            raise TaskNoLongerWaiting(token)
+
+
+# ---- speech ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscribeCall:
+    audio: bytes
+    filename: str
+    language: str | None
+    prompt: str | None
+    remaining_s: float | None
+
+
+class FakeTranscriber:
+    """UNIT-TEST FAKE of the speech API: returns the given responses in order, then `default`.
+
+    A response may be a text, a whole Transcription, or a SpeechError to raise (to exercise
+    retries). With no response left and no default it fails the test loudly.
+    """
+
+    def __init__(
+        self,
+        responses: Iterable[str | Transcription | SpeechError] = (),
+        *,
+        default: str | None = None,
+        language: str | None = None,
+    ) -> None:
+        self._responses = deque(responses)
+        self._default = default
+        self._language = language
+        self.calls: list[TranscribeCall] = []
+        self._lock = threading.Lock()
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        with self._lock:
+            self.calls.append(TranscribeCall(audio, filename, language, prompt, remaining_s))
+            if self._responses:
+                response = self._responses.popleft()
+            elif self._default is not None:
+                response = self._default
+            else:
+                raise AssertionError("FakeTranscriber: no response left for this call")
+        if isinstance(response, SpeechError):
+            raise response
+        if isinstance(response, Transcription):
+            return response
+        return Transcription(text=response, language=language or self._language)

@@ -1,0 +1,216 @@
+"""The job repository on PostgreSQL (RDS on AWS), with psycopg 3 and a connection pool.
+
+Every status change is one conditional UPDATE, so concurrent workers and redelivered messages
+cannot move a job out of a final status: PostgreSQL re-checks the WHERE clause of an UPDATE
+after waiting for a concurrent writer of the same row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from sttpipe.config import Settings
+from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.ports import JobNotFound
+
+FINAL_STATUSES = [s.value for s in JobStatus if s.is_final]
+
+# Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
+# CREATE TABLE IF NOT EXISTS, which is not safe against itself.
+_SCHEMA_LOCK_KEY = 0x5777_0001
+
+_JOB_COLUMNS = (
+    "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
+    " created_at, updated_at, failure_reason, stats"
+)
+_LIST_FIRST_PAGE = f"""
+    SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
+    ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s
+"""
+# An unknown cursor (or another tenant's job) makes the sub-select NULL and the page empty.
+_LIST_NEXT_PAGE = f"""
+    SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
+      AND (created_at, job_id) < (
+          SELECT created_at, job_id FROM jobs WHERE job_id = %(before)s AND tenant_id = %(tenant)s)
+    ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s
+"""
+
+
+def schema_sql() -> str:
+    """The schema DDL, read from the package so that it travels inside the Lambda layer."""
+    return files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def apply_schema(conninfo: str) -> None:
+    """Create the tables and indexes that do not exist yet (safe to run again and concurrently)."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        conn.execute(schema_sql().encode())  # no parameters: may hold several statements
+
+
+def create_pool(conninfo: str | Callable[[], str], max_size: int = 2) -> ConnectionPool:
+    """A pool for one Lambda container: small, and checking connections a freeze may have cut."""
+    return ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=max(1, max_size),
+        open=True,
+        check=ConnectionPool.check_connection,
+        timeout=10.0,
+        name="sttpipe-jobs",
+    )
+
+
+class PostgresJobRepository:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def add(self, job: Job) -> None:
+        """Store a new job; adding an id that exists leaves the stored job untouched."""
+        row = job.model_dump()
+        row["stats"] = Jsonb(row["stats"])
+        placeholders = ", ".join(f"%({c.strip()})s" for c in _JOB_COLUMNS.split(","))
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})"
+                " ON CONFLICT (job_id) DO NOTHING",
+                row,
+            )
+
+    def get(self, job_id: str) -> JobView | None:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            job = cur.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+            if job is None:
+                return None
+            chunks = cur.execute(
+                "SELECT idx AS index, start_ms, end_ms, state, error FROM job_chunks"
+                " WHERE job_id = %s ORDER BY idx",
+                (job_id,),
+            ).fetchall()
+        return JobView(
+            job=Job.model_validate(job),
+            chunks=[ChunkProgress.model_validate(c) for c in chunks],
+        )
+
+    def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None:
+        """Move a job that is not final yet; a final job stays as it is (at-least-once delivery)."""
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = %s, failure_reason = %s, updated_at = now()"
+                " WHERE job_id = %s AND status <> ALL(%s)",
+                (status.value, reason, job_id, FINAL_STATUSES),
+            )
+            if cur.rowcount == 0:
+                self._require_job(conn, job_id)
+
+    def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None:
+        """Record a job's chunks; chunks already recorded (a redelivered split) keep their state."""
+        if not chunks:
+            return
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            try:
+                cur.executemany(
+                    "INSERT INTO job_chunks (job_id, idx, start_ms, end_ms, state, error)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, idx) DO NOTHING",
+                    [
+                        (job_id, c.index, c.start_ms, c.end_ms, c.state.value, c.error)
+                        for c in chunks
+                    ],
+                )
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise JobNotFound(job_id) from exc
+
+    def set_chunk_state(
+        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
+    ) -> None:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE job_chunks SET state = %s, error = %s, updated_at = now()"
+                " WHERE job_id = %s AND idx = %s",
+                (state.value, error, job_id, index),
+            )
+            if cur.rowcount == 0:
+                raise JobNotFound(f"{job_id} chunk {index}")
+
+    def finish(
+        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
+    ) -> None:
+        """Record the merge's outcome. A final status always lands (the merge is the authority
+        and a repeated merge writes the same); a non-final one never replaces a final one."""
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = %s, stats = %s, failure_reason = %s, updated_at = now()"
+                " WHERE job_id = %s AND (%s OR status <> ALL(%s))",
+                (status.value, Jsonb(stats), reason, job_id, status.is_final, FINAL_STATUSES),
+            )
+            if cur.rowcount == 0:
+                self._require_job(conn, job_id)
+
+    def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
+        """A tenant's jobs, newest first; `before` is the last job_id of the previous page."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = _LIST_FIRST_PAGE if before is None else _LIST_NEXT_PAGE
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                query, {"tenant": tenant_id, "limit": limit, "before": before}
+            ).fetchall()
+        return [Job.model_validate(r) for r in rows]
+
+    @staticmethod
+    def _require_job(conn: psycopg.Connection[Any], job_id: str) -> None:
+        if conn.execute("SELECT 1 FROM jobs WHERE job_id = %s", (job_id,)).fetchone() is None:
+            raise JobNotFound(job_id)
+
+
+def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
+    """A conninfo that reads the RDS secret each time the pool opens a connection.
+
+    Powertools caches the secret for a few minutes, so a rotated password is picked up by the
+    next connections without a cold start and without a Secrets Manager call per connection.
+    """
+
+    def conninfo() -> str:
+        # Imported here: only the AWS path needs Powertools' Parameters (and its boto3 client).
+        from aws_lambda_powertools.utilities.parameters import get_secret
+
+        secret: dict[str, Any] = get_secret(secret_id, transform="json", max_age=300)
+        return make_conninfo(
+            host=secret["host"],
+            port=secret.get("port", 5432),
+            user=secret["username"],
+            password=secret["password"],
+            dbname=secret.get("dbname", "postgres"),
+            sslmode=secret.get("sslmode", "require"),
+        )
+
+    return conninfo
+
+
+def job_repository_from_settings(settings: Settings) -> PostgresJobRepository:
+    """The container's repository: one pool per database, however often this is called."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return _repository(url, settings.database_secret_id, settings.database_pool_max)
+
+
+@functools.cache
+def _repository(url: str | None, secret_id: str | None, pool_max: int) -> PostgresJobRepository:
+    if url:
+        return PostgresJobRepository(create_pool(url, pool_max))
+    if secret_id:
+        return PostgresJobRepository(create_pool(conninfo_from_secret(secret_id), pool_max))
+    raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")

@@ -1,0 +1,100 @@
+"""The object store on S3 (boto3 reads AWS_ENDPOINT_URL itself, so emulators need no code)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sttpipe.ports import ObjectNotFound
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@functools.cache
+def default_s3_client() -> S3Client:
+    """One client per container; SigV4 so pre-signed URLs work in every region."""
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in _MISSING_CODES
+
+
+class S3ObjectStore:
+    def __init__(self, bucket: str, client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self._s3 = client or default_s3_client()
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise ObjectNotFound(key) from exc
+            raise
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[IO[bytes]]:
+        """Stream the object into a temporary file (never all in memory) and yield it rewound."""
+        with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
+            try:
+                self._s3.download_fileobj(self.bucket, key, tmp)
+            except ClientError as exc:
+                if _is_missing(exc):
+                    raise ObjectNotFound(key) from exc
+                raise
+            tmp.flush()
+            tmp.seek(0)
+            yield tmp
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    def presigned_get(self, key: str, expires_s: int) -> str:
+        return self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_s: int
+    ) -> dict[str, Any]:
+        """A browser-style upload form for exactly this key, type and size range.
+
+        boto3 adds the bucket and exact-key conditions itself; the form returns {"url", "fields"}.
+        """
+        post = self._s3.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, max_bytes],
+            ],
+            ExpiresIn=expires_s,
+        )
+        return dict(post)
+
+
+def temp_suffix(key: str) -> str:
+    # Keep the extension: some decoders probe the container from the file name.
+    name = key.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    return f".{ext}" if ext.isalnum() and len(ext) <= 10 else ""

@@ -1,0 +1,103 @@
+"""The workflow on AWS Step Functions: one execution per job, callback tasks answered by token."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.exceptions import ClientError
+
+from sttpipe.ports import TaskNoLongerWaiting
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+# Step Functions' limits on SendTaskFailure (characters).
+MAX_ERROR_CHARS = 256
+MAX_CAUSE_CHARS = 32768
+MAX_EXECUTION_NAME = 80
+
+# Answers to a task that timed out, already finished or never existed: nobody waits any more.
+_GONE_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+@functools.cache
+def default_sfn_client() -> SFNClient:
+    return boto3.client("stepfunctions")
+
+
+def execution_name(job_id: str) -> str:
+    """The execution's name, a pure function of the job id.
+
+    Step Functions refuses a second execution of the same name, which is what makes a
+    redelivered upload message harmless. Ids that are not already a safe name are cleaned and
+    suffixed with a hash, so that distinct ids keep distinct names.
+    """
+    if _SAFE_NAME.fullmatch(job_id):
+        return job_id
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:16]
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", job_id)[: MAX_EXECUTION_NAME - len(digest) - 1]
+    return f"{cleaned}-{digest}"
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    # arn:aws:states:R:A:stateMachine:SM -> arn:aws:states:R:A:execution:SM:NAME
+    head, _, machine = state_machine_arn.rpartition(":stateMachine:")
+    return f"{head}:execution:{machine}:{name}"
+
+
+class StepFunctionsWorkflow:
+    def __init__(self, state_machine_arn: str, client: SFNClient | None = None) -> None:
+        self.state_machine_arn = state_machine_arn
+        self._sfn = client or default_sfn_client()
+
+    def start(self, job_id: str, execution_input: str) -> str:
+        """Start the job's execution and return its ARN; if it already exists, return that one."""
+        name = execution_name(job_id)
+        try:
+            response = self._sfn.start_execution(
+                stateMachineArn=self.state_machine_arn, name=name, input=execution_input
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+            return execution_arn(self.state_machine_arn, name)
+        return response["executionArn"]
+
+    def succeed(self, task_token: str, output: str) -> None:
+        with _task_answer():
+            self._sfn.send_task_success(taskToken=task_token, output=output)
+
+    def fail(self, task_token: str, error: str, cause: str) -> None:
+        with _task_answer():
+            self._sfn.send_task_failure(
+                taskToken=task_token,
+                error=truncate(error, MAX_ERROR_CHARS),
+                cause=truncate(cause, MAX_CAUSE_CHARS),
+            )
+
+    def heartbeat(self, task_token: str) -> None:
+        with _task_answer():
+            self._sfn.send_task_heartbeat(taskToken=task_token)
+
+
+@contextmanager
+def _task_answer() -> Iterator[None]:
+    """Turn 'nobody waits for this token any more' into TaskNoLongerWaiting."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _GONE_CODES:
+            raise TaskNoLongerWaiting(f"{code}: {exc}") from exc
+        raise

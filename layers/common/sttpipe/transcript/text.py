@@ -1,0 +1,110 @@
+"""Text helpers: Whisper's known hallucinations, word normalisation and readable cue splitting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+# Lines Whisper is known to invent on silence or noise (from subtitled training data). Each is a
+# regular expression matched against a whole sentence after `normalize()` (lower case, ё
+# folded, punctuation as spaces). A sentence that really says one of these is lost too, so the
+# list is short and specific; pass your own (or an empty one) to assemble() to change it.
+DEFAULT_HALLUCINATIONS: tuple[str, ...] = (
+    r"продолжение следует",
+    r"субтитры( (сделал|сделала|создавал|создавала|подготовил|подготовила|подготовлены|by)\b.*)?",
+    r"редактор субтитров\b.*",
+    r".*\bdimatorzok\b.*",
+    r"спасибо за просмотр",
+    r"подписывайтесь на (наш |мой )?канал",
+    r"thank(s| you)( so much)? for watching",
+    r"subtitles by\b.*",
+    r".*\bamara org\b.*",
+    r"please subscribe( to (my|our|the) channel)?",
+)
+
+MAX_CUE_CHARS = 84
+MAX_CUE_MS = 7000
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+")
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+|\s+(?=[\u2014\u2013-]\s)")  # before a dash
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalize(text: str) -> str:
+    """Lower case, ё folded, every run of non-letters/digits as one space."""
+    return _NOT_WORD.sub(" ", text.lower().replace("\u0451", "\u0435")).strip()
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_BREAK.split(" ".join(text.split())) if s]
+
+
+class HallucinationFilter:
+    def __init__(self, patterns: Iterable[str] = DEFAULT_HALLUCINATIONS) -> None:
+        self._patterns = [re.compile(p) for p in patterns]
+
+    def is_hallucination(self, sentence: str) -> bool:
+        norm = normalize(sentence)
+        return bool(norm) and any(p.fullmatch(norm) for p in self._patterns)
+
+
+def split_cues(
+    text: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    max_chars: int = MAX_CUE_CHARS,
+    max_ms: int = MAX_CUE_MS,
+) -> list[tuple[int, int, str]]:
+    """Cut a text spoken over [start_ms, end_ms] into cues of at most `max_chars` and `max_ms`.
+
+    Cuts prefer sentence ends, then clause marks, then spaces. With no word timing known, each
+    cue gets a share of the span proportional to its characters; a single word too slow for
+    `max_ms` keeps its start and is cut short.
+    """
+    text = " ".join(text.split())
+    if not text:
+        return []
+    span = max(end_ms - start_ms, 0)
+    total = len(text)
+    # The characters one cue can hold without outlasting max_ms at this text's pace.
+    limit = max(1, min(max_chars, max_ms * total // span)) if span else max_chars
+    pieces = _pack(_units(text, limit), limit)
+    cues: list[tuple[int, int, str]] = []
+    offset = 0
+    for i, piece in enumerate(pieces):
+        next_offset = offset + len(piece) + 1 if i < len(pieces) - 1 else total
+        cue_start = start_ms + span * offset // total
+        cue_end = min(start_ms + span * next_offset // total, cue_start + max_ms)
+        cues.append((cue_start, cue_end, piece))
+        offset = next_offset
+    return cues
+
+
+def _units(text: str, limit: int) -> list[str]:
+    """The largest pieces (sentences, else clauses, else words) that fit in `limit`."""
+    units: list[str] = []
+    for sentence in sentences(text):
+        if len(sentence) <= limit:
+            units.append(sentence)
+            continue
+        for clause in _CLAUSE_BREAK.split(sentence):
+            units.extend([clause] if len(clause) <= limit else clause.split())
+    return units
+
+
+def _pack(units: Sequence[str], limit: int) -> list[str]:
+    """Join consecutive units while they fit in `limit`; after a sentence's end, only another
+    whole sentence may join, so that a cue never ends in the middle of the next sentence."""
+    pieces: list[str] = []
+    for unit in units:
+        fits = bool(pieces) and len(pieces[-1]) + 1 + len(unit) <= limit
+        if fits and (not _ends_sentence(pieces[-1]) or _ends_sentence(unit)):
+            pieces[-1] = f"{pieces[-1]} {unit}"
+        else:
+            pieces.append(unit)
+    return pieces
+
+
+def _ends_sentence(text: str) -> bool:
+    return text.endswith((".", "!", "?", "…"))

@@ -1,0 +1,118 @@
+"""S3ObjectStore against moto: in process for the API calls, and over real HTTP (moto's threaded
+server on loopback) for the pre-signed URLs, which only mean something when a client uses them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+from sttpipe.adapters.s3 import S3ObjectStore, default_s3_client, temp_suffix
+from sttpipe.ports import ObjectNotFound
+
+BUCKET = "sttpipe-test"
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # The container-wide client is built from the environment on first use: rebuild per test.
+    default_s3_client.cache_clear()
+    yield
+    default_s3_client.cache_clear()
+
+
+@pytest.fixture
+def store(credentials: None) -> Iterator[S3ObjectStore]:
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield S3ObjectStore(BUCKET)
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def served_store(
+    credentials: None, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> S3ObjectStore:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # as the local cloud sets it
+    store = S3ObjectStore(BUCKET)
+    default_s3_client().create_bucket(Bucket=BUCKET)
+    return store
+
+
+def test_put_get_size(store: S3ObjectStore) -> None:
+    store.put_bytes("results/0.json", b'{"a": 1}', "application/json")
+    assert store.get_bytes("results/0.json") == b'{"a": 1}'
+    assert store.size("results/0.json") == 8
+    assert store.size("results/missing.json") is None
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("results/missing.json")
+
+
+def test_download_streams_into_a_temporary_file_that_is_removed(store: S3ObjectStore) -> None:
+    # Larger than boto3's 8 MB multipart threshold, so the ranged, streaming path is taken.
+    data = os.urandom(1024) * (9 * 1024)
+    store.put_bytes("uploads/job/talk.mp3", data, "audio/mpeg")
+    with store.download("uploads/job/talk.mp3") as fileobj:
+        path = fileobj.name
+        assert path.endswith(".mp3") and os.path.getsize(path) == len(data)
+        assert fileobj.read() == data
+    assert not os.path.exists(path)
+    with pytest.raises(ObjectNotFound), store.download("uploads/job/none.wav"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("key", "suffix"),
+    [("a/b/c.flac", ".flac"), ("a/b.dir/c", ""), ("a/c.tar.gz", ".gz"), ("x.m p3", "")],
+)
+def test_temp_suffix(key: str, suffix: str) -> None:
+    assert temp_suffix(key) == suffix
+
+
+def test_presigned_post_policy_pins_key_type_and_size(store: S3ObjectStore) -> None:
+    form = store.presigned_post("uploads/j1/a.wav", "audio/wav", 1000, 900)
+    assert form["fields"]["key"] == "uploads/j1/a.wav"
+    assert form["fields"]["Content-Type"] == "audio/wav"
+    policy = json.loads(base64.b64decode(form["fields"]["policy"]))
+    conditions = policy["conditions"]
+    assert {"key": "uploads/j1/a.wav"} in conditions
+    assert {"bucket": BUCKET} in conditions
+    assert {"Content-Type": "audio/wav"} in conditions
+    assert ["content-length-range", 1, 1000] in conditions
+
+
+def test_presigned_post_uploads_and_presigned_get_downloads(
+    served_store: S3ObjectStore, moto_server: str
+) -> None:
+    form = served_store.presigned_post("uploads/j2/a.wav", "audio/wav", 1_000_000, 900)
+    audio = b"RIFF" + os.urandom(2000)
+    response = httpx.post(
+        form["url"], data=form["fields"], files={"file": ("a.wav", audio, "audio/wav")}
+    )
+    assert response.status_code in (200, 204), response.text
+    assert served_store.size("uploads/j2/a.wav") == len(audio)
+
+    assert form["url"].startswith(moto_server)
+    url = served_store.presigned_get("uploads/j2/a.wav", 60)
+    assert url.startswith(moto_server) and "X-Amz-Signature=" in url  # SigV4
+    downloaded = httpx.get(url)
+    assert downloaded.status_code == 200
+    assert downloaded.content == audio
