@@ -22,11 +22,19 @@ metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
+# Time kept back from the speech API's retries so that the answer to the state machine still fits.
+ANSWER_MARGIN_S = 10.0
+
+
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     task = ChunkTask.model_validate_json(record.body)
     logger.append_keys(job_id=task.job_id, chunk=task.chunk.index)
-    worker_service().process(task, receive_count=int(record.attributes.approximate_receive_count))
+    worker_service().process(
+        task,
+        receive_count=int(record.attributes.approximate_receive_count),
+        remaining_s=lambda_context.get_remaining_time_in_millis() / 1000 - ANSWER_MARGIN_S,
+    )
 
 
 @logger.inject_lambda_context

@@ -25,8 +25,17 @@ class Transcription:
 
 class Transcriber(Protocol):
     def transcribe(
-        self, audio: bytes, filename: str, *, language: str | None, prompt: str | None = None
-    ) -> Transcription: ...
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        """Transcribe one chunk. `remaining_s` bounds the whole call, retries included (e.g. the
+        Lambda's remaining time less a margin); None means only the attempt limit applies."""
+        ...
 
 
 class SpeechError(Exception):
@@ -34,11 +43,27 @@ class SpeechError(Exception):
 
     retryable = False
 
+    def __init__(self, message: str = "", *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the HTTP status, when there was a response
+        self.attempts = 1  # HTTP calls made before giving up, retries included
+
 
 class TransientSpeechError(SpeechError):
     """429, 5xx, timeouts, connection errors: worth trying again later."""
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        # The API's Retry-After, so a caller can delay its own redelivery accordingly.
+        self.retry_after_s = retry_after_s
 
 
 class PermanentSpeechError(SpeechError):
