@@ -1,13 +1,11 @@
 """HTTP API: create an upload (a pre-signed POST form), follow a job, list jobs."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -24,7 +22,7 @@ DEFAULT_TENANT = "default"
 
 @app.post("/uploads")
 @tracer.capture_method
-def create_upload(request: UploadRequest) -> Response[UploadTicket]:
+def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
     ticket = job_service().create_upload(request, DEFAULT_TENANT)
     logger.info("upload issued", extra={"job_id": ticket.job_id})
     return Response(status_code=201, body=ticket, content_type="application/json")

@@ -1,4 +1,4 @@
-"""Merge: the Map's results (through SQS and a task token) in, transcripts and the job outcome out."""
+"""Merge: the Map's results (via SQS and a task token) in, transcripts and the job outcome out."""
 
 from __future__ import annotations
 

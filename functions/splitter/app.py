@@ -11,8 +11,8 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import splitter_service
@@ -30,8 +30,11 @@ def record_handler(record: SQSRecord) -> None:
     if body.get("Event") == "s3:TestEvent":
         # S3 sends one when the notification is configured; there is nothing to split.
         return
-    for s3_record in S3Model.model_validate(body).Records:
-        outcome = splitter_service().handle_upload(s3_record.s3.object.key)
+    # The lenient data class, not the strict parser model: emulators leave out fields that
+    # real S3 sends (userIdentity, ownerIdentity), and only the object matters here.
+    for s3_record in S3Event(body).records:
+        obj = s3_record.s3.get_object
+        outcome = splitter_service().handle_upload(obj.key, etag=obj.etag or "")
         logger.append_keys(job_id=outcome.job_id)
         if outcome.status is JobStatus.FAILED:
             metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)

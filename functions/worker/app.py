@@ -1,4 +1,4 @@
-"""Worker: chunk messages from the priority queues in, task-token answers to the state machine out."""
+"""Worker: chunk messages from the priority queues in, task-token answers to Step Functions out."""
 
 from __future__ import annotations
 

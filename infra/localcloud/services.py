@@ -42,7 +42,9 @@ def redis_url() -> str:
 def _listening(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
             return True
     except OSError:
         return False
@@ -85,8 +87,19 @@ def ensure_redis() -> str:
     if shutil.which("redis-server"):
         port = str(urlsplit(url).port or 6379)
         subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", port,
-             "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             check=False,
             capture_output=True,
         )
@@ -116,6 +129,7 @@ class ScratchDatabase:
             "username": self.username,
             "password": self.password,
             "dbname": self.dbname,
+            "sslmode": "disable",  # a loopback server; RDS secrets leave this out (require)
         }
 
 

@@ -46,15 +46,24 @@ class World:
         )
         now = datetime.now(UTC)
         self.jobs.add(
-            Job(job_id=JOB_ID, filename="a.wav", upload_key="uploads/x/a.wav",
-                created_at=now, updated_at=now)
+            Job(
+                job_id=JOB_ID,
+                filename="a.wav",
+                upload_key="uploads/x/a.wav",
+                created_at=now,
+                updated_at=now,
+            )
         )
         self.chunk = ChunkRef(
-            index=2, key=keys.chunk_audio(JOB_ID, 2), start_ms=60_000, end_ms=90_000,
+            index=2,
+            key=keys.chunk_audio(JOB_ID, 2),
+            start_ms=60_000,
+            end_ms=90_000,
             pcm_sha256="ab" * 32,
         )
         self.jobs.add_chunks(
-            JOB_ID, [ChunkProgress(index=2, start_ms=60_000, end_ms=90_000, state=ChunkState.PENDING)]
+            JOB_ID,
+            [ChunkProgress(index=2, start_ms=60_000, end_ms=90_000, state=ChunkState.PENDING)],
         )
         self.store.put_bytes(self.chunk.key, b"fLaC-audio", "audio/flac")
 
@@ -72,7 +81,11 @@ class World:
 def test_success_stores_absolute_segments_and_answers_the_token() -> None:
     world = World(
         FakeTranscriber(
-            [Transcription("hello world", (RelativeSegment(1.5, 3.0, " hello world "),), attempts=2)]
+            [
+                Transcription(
+                    "hello world", (RelativeSegment(1.5, 3.0, " hello world "),), attempts=2
+                )
+            ]
         )
     )
     task = world.task()
@@ -84,7 +97,9 @@ def test_success_stores_absolute_segments_and_answers_the_token() -> None:
     assert outcome == ChunkOutcome(index=2, result_key=keys.chunk_result(JOB_ID, 2))
     stored = ChunkTranscript.model_validate_json(world.store.get_bytes(outcome.result_key or ""))
     assert stored.text == "hello world"
-    assert [(s.start_ms, s.end_ms, s.text) for s in stored.segments] == [(61_500, 63_000, "hello world")]
+    assert [(s.start_ms, s.end_ms, s.text) for s in stored.segments] == [
+        (61_500, 63_000, "hello world")
+    ]
     assert stored.api_calls == 2
     assert world.chunk_state() is ChunkState.DONE
     assert world.workflow.heartbeats[task.task_token] == 1
@@ -107,7 +122,7 @@ def test_transient_error_before_the_last_receive_leaves_the_message_for_retry() 
     assert world.chunk_state() is ChunkState.PENDING
 
 
-def test_transient_error_on_the_last_receive_fails_the_task_and_lets_the_message_go_to_the_dlq() -> None:
+def test_transient_error_on_the_last_receive_fails_the_task_and_goes_to_the_dlq() -> None:
     world = World(FakeTranscriber([TransientSpeechError("HTTP 503")]))
     task = world.task()
     with pytest.raises(ChunkRetryLater):

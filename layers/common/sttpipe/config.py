@@ -51,9 +51,9 @@ class Settings(BaseSettings):
     # Splitting.
     max_chunk_s: float = Field(default=30.0, gt=1.0)
     min_chunk_s: float = Field(default=5.0, gt=0.0)
-    # Chunks a job can have transcribed at once (the priority queues' worker concurrency);
-    # short files are cut finer so that they, too, finish in about one chunk's time.
-    worker_concurrency: int = Field(default=10, ge=1)
+    # Chunks of one job the speech API can take at once (it throttles above 2-3 parallel
+    # calls); a short file is cut into about this many chunks so that none waits for another.
+    worker_concurrency: int = Field(default=4, ge=1)
 
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.

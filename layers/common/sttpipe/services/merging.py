@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -19,7 +20,14 @@ from sttpipe.domain.models import (
     MergeTask,
 )
 from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
-from sttpipe.transcript import FailedChunk, assemble, render_json, render_srt, render_txt, render_vtt
+from sttpipe.transcript import (
+    FailedChunk,
+    assemble,
+    render_json,
+    render_srt,
+    render_txt,
+    render_vtt,
+)
 
 logger = Logger(child=True)
 
@@ -79,14 +87,18 @@ class MergeService:
             extra={"job_id": task.job_id, "status": status, "failed_chunks": len(failed)},
         )
         try:
-            self._workflow.succeed(task.task_token, f'{{"status": "{status}"}}')
+            self._workflow.succeed(task.task_token, json.dumps({"status": status}))
         except TaskNoLongerWaiting:
-            logger.warning("state machine stopped waiting for the merge", extra={"job_id": task.job_id})
+            logger.warning(
+                "state machine stopped waiting for the merge", extra={"job_id": task.job_id}
+            )
         return status
 
     def record_failure(self, notice: JobFailureNotice) -> None:
         reason = notice.error.cause or notice.error.error
-        logger.error("job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason})
+        logger.error(
+            "job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason}
+        )
         self._jobs.finish(notice.job_id, JobStatus.FAILED, stats={}, reason=reason)
 
 

@@ -11,14 +11,7 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
-from sttpipe.audio import (
-    AudioError,
-    SplitOptions,
-    check_limits,
-    probe,
-    split_file,
-    target_chunk_seconds,
-)
+from sttpipe.audio import AudioError, SplitOptions, probe, split_file
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -54,10 +47,10 @@ class SplitterService:
         self._workflow = workflow
         self._settings = settings
 
-    def handle_upload(self, raw_key: str) -> SplitOutcome:
+    def handle_upload(self, raw_key: str, etag: str = "") -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
         key = unquote_plus(raw_key)
-        job = self._job_for(key)
+        job = self._job_for(key, etag)
         if job.status not in (JobStatus.AWAITING_UPLOAD, JobStatus.SPLITTING):
             # At-least-once delivery of the notification: the job is already past splitting.
             logger.info("upload already split", extra={"job_id": job.job_id, "status": job.status})
@@ -71,16 +64,21 @@ class SplitterService:
             self._jobs.finish(job.job_id, JobStatus.FAILED, stats={}, reason=exc.reason)
             return SplitOutcome(job.job_id, JobStatus.FAILED, reason=exc.reason)
 
-    def _job_for(self, key: str) -> Job:
+    def _job_for(self, key: str, etag: str) -> Job:
         match = _UPLOAD_KEY.match(key)
         if match:
             view = self._jobs.get(match["job_id"])
             if view is not None:
                 return view.job
-        # An object put straight into uploads/ (aws s3 cp, a script) becomes a job with defaults.
+        # An object put straight into uploads/ (aws s3 cp, a script) becomes a job with defaults,
+        # its id derived from the object so that a repeated notification finds the same job.
+        job_id = uuid.uuid5(uuid.NAMESPACE_URL, f"s3:{key}#{etag}").hex
+        existing = self._jobs.get(job_id)
+        if existing is not None:
+            return existing.job
         now = datetime.now(UTC)
         job = Job(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
             filename=key.rsplit("/", 1)[-1],
             language=self._settings.default_language,
             priority=self._settings.default_priority,
@@ -94,33 +92,23 @@ class SplitterService:
 
     def _split(self, job: Job) -> SplitOutcome:
         started = time.monotonic()
-        size = self._store.size(job.upload_key)
-        if size is None:
-            raise AudioError("The uploaded object no longer exists.")
-        if size > self._settings.max_upload_bytes:
-            raise AudioError(
-                f"The upload is {size} bytes; the limit is {self._settings.max_upload_bytes}."
-            )
+        options = SplitOptions(
+            max_chunk_s=self._settings.max_chunk_s,
+            min_chunk_s=self._settings.min_chunk_s,
+            concurrency=self._settings.worker_concurrency,
+            max_duration_s=self._settings.max_duration_s,
+            max_bytes=self._settings.max_upload_bytes,
+        )
         progress: list[ChunkProgress] = []
         refs: list[ChunkRef] = []
         with self._store.download(job.upload_key) as audio_file:
             info = probe(audio_file.name)
-            check_limits(info, max_duration_s=self._settings.max_duration_s)
-            options = SplitOptions(
-                max_chunk_s=target_chunk_seconds(
-                    info.duration_s,
-                    self._settings.worker_concurrency,
-                    self._settings.min_chunk_s,
-                    self._settings.max_chunk_s,
-                ),
-                min_chunk_s=self._settings.min_chunk_s,
-            )
             logger.info(
                 "splitting",
-                extra={"job_id": job.job_id, "duration_s": info.duration_s, "codec": info.codec,
-                       "max_chunk_s": options.max_chunk_s},
+                extra={"job_id": job.job_id, "duration_s": info.duration_s, "codec": info.codec},
             )
-            for chunk in split_file(audio_file.name, options):
+            # Limits are checked before the first chunk; no speech at all raises at the end.
+            for chunk in split_file(audio_file.name, options, info=info):
                 state = ChunkState.PENDING if chunk.has_speech else ChunkState.SILENT
                 progress.append(
                     ChunkProgress(
@@ -139,8 +127,6 @@ class SplitterService:
                             pcm_sha256=chunk.pcm_sha256,
                         )
                     )
-        if not refs:
-            raise AudioError("No speech was found in the recording.")
 
         execution = ExecutionInput(
             job_id=job.job_id,

@@ -1,0 +1,266 @@
+"""`stt`: run recordings through the pipeline on a local cloud.
+
+stt transcribe FILE [--out DIR] [--language L] [--priority high|normal|low]
+stt demo            the bundled sample, with its word error rate
+stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+
+from localcloud.client import JobResult, PipelineClient
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples" / "sample.flac"
+SAMPLE_TEXT = REPO / "samples" / "sample.txt"
+STATE_FILE = REPO / ".localcloud" / "up.json"
+
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 64
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ProgressPrinter:
+    """Prints each change of the job's status, and each chunk as it finishes."""
+
+    def __init__(self) -> None:
+        self._status: str | None = None
+        self._chunks: dict[int, str] = {}
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        progress = job["progress"]
+        if job["status"] != self._status:
+            self._status = job["status"]
+            total = f", {progress['chunks_total']} chunks" if progress["chunks_total"] else ""
+            _err(f"  job {job['job_id']}: {job['status']}{total}")
+        for chunk in sorted(job["chunks"], key=lambda c: c["index"]):
+            if chunk["state"] != "PENDING" and self._chunks.get(chunk["index"]) != chunk["state"]:
+                self._chunks[chunk["index"]] = chunk["state"]
+                _err(
+                        f"  chunk {chunk['index']:>3} {_clock(chunk['start_ms'])}-"
+                        f"{_clock(chunk['end_ms'])} {chunk['state']:<8}"
+                        f" ({progress['chunks_finished']}/{progress['chunks_total']})"
+                    )
+
+
+def _clock(ms: int) -> str:
+    seconds = ms // 1000
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _running_api() -> str | None:
+    """The API of a local cloud that `stt up` keeps running, if there is one."""
+    if not STATE_FILE.exists():
+        return None
+    api_url = str(json.loads(STATE_FILE.read_text())["api_url"])
+    try:
+        httpx.get(f"{api_url}/jobs", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return api_url
+
+
+@contextmanager
+def _pipeline_api(args: argparse.Namespace) -> Iterator[str]:
+    """An API URL: the one named, the one `stt up` runs, or a local cloud started for this run."""
+    api_url = args.api or _running_api()
+    if api_url:
+        _err(f"using the local cloud at {api_url}")
+        yield api_url
+        return
+    from localcloud.pipeline import LocalPipeline  # heavy: only when we start the cloud
+
+    _err(f"starting a local cloud on {args.emulator} (speech engine: {args.engine}) ...")
+    with LocalPipeline(emulator=args.emulator, engine=args.engine) as pipeline:
+        _err(f"  logs: {pipeline.cloud.log_dir}")
+        yield pipeline.api_url
+
+
+def _run_job(args: argparse.Namespace, path: Path, language: str | None) -> JobResult:
+    with _pipeline_api(args) as api_url:
+        client = PipelineClient(api_url)
+        try:
+            _err(f"uploading {path} ({path.stat().st_size} bytes) with a pre-signed POST")
+            return client.transcribe(
+                path,
+                args.out,
+                language=language,
+                priority=getattr(args, "priority", None),
+                timeout_s=args.timeout,
+                on_progress=ProgressPrinter(),
+            )
+        finally:
+            client.close()
+
+
+def _report(result: JobResult) -> int:
+    job = result.job
+    if result.status == "FAILED":
+        _err(f"job {result.job_id} FAILED: {job.get('failure_reason')}")
+        return EXIT_FAILED
+    print(result.text, end="" if result.text.endswith("\n") else "\n", flush=True)
+    stats = job.get("stats", {})
+    _err(
+        f"job {result.job_id} {result.status}: {stats.get('chunks')} chunks "
+        f"({stats.get('chunks_silent')} silent), {stats.get('speech_api_calls')} speech API calls, "
+        f"cache hits {stats.get('cache_hits')}"
+    )
+    for fmt, file in result.files.items():
+        _err(f"  {fmt.upper():<4} {file}")
+    if result.status == "PARTIAL":
+        _err(f"some chunks failed: {job.get('failure_reason')}")
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        _err(f"stt: no such file: {args.file}")
+        return EXIT_USAGE
+    return _report(_run_job(args, args.file, args.language))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    result = _run_job(args, SAMPLE, "en")
+    code = _report(result)
+    if result.status != "FAILED":
+        error = word_error_rate(SAMPLE_TEXT.read_text(), result.text)
+        _err(f"word error rate against {SAMPLE_TEXT.relative_to(REPO)}: {error:.1%}")
+    return code
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    normalise = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
+    )
+    # Line breaks are word boundaries too (jiwer splits on spaces only).
+    return float(
+        jiwer.wer(
+            " ".join(reference.split()),
+            " ".join(hypothesis.split()),
+            reference_transform=normalise,
+            hypothesis_transform=normalise,
+        )
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from localcloud.pipeline import LocalPipeline
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalPipeline(
+        emulator=args.emulator, engine=args.engine, api_port=args.port, echo_logs=args.verbose
+    ) as pipeline:
+        STATE_FILE.parent.mkdir(exist_ok=True)
+        STATE_FILE.write_text(json.dumps(pipeline.describe(), indent=2))
+        for name, value in pipeline.describe().items():
+            _err(f"{name:>16}: {value}")
+        _err("local cloud running; `stt transcribe FILE` uses it. Ctrl-C stops it.")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            STATE_FILE.unlink(missing_ok=True)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stt", description="Run recordings through the sttpipe pipeline on a local cloud."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the cloud does")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def cloud_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--emulator",
+            default="moto",
+            help="moto (default, in process), localstack (started on this host), or the URL "
+            "of a running LocalStack such as http://localhost:4566",
+        )
+        command.add_argument(
+            "--engine",
+            default="faster-whisper",
+            choices=["faster-whisper", "pocketsphinx"],
+            help="offline engine behind the local speech API (default: faster-whisper)",
+        )
+
+    def job_options(command: argparse.ArgumentParser) -> None:
+        cloud_options(command)
+        command.add_argument(
+            "--api", help="base URL of a running pipeline API (default: `stt up`'s, else a new one)"
+        )
+        command.add_argument(
+            "--out", type=Path, default=Path("out"), help="where transcript.* go (default: out)"
+        )
+        command.add_argument(
+            "--timeout", type=float, default=900, help="seconds to wait for the job (default 900)"
+        )
+
+    transcribe = commands.add_parser(
+        "transcribe",
+        help="transcribe a local file",
+        description="Upload FILE through a pre-signed POST, follow the job, write "
+        "transcript.txt/.json/.srt/.vtt to --out and print the text. Exit status: 0 completed, "
+        "1 failed (the reason on stderr), 2 partial (some chunks failed).",
+    )
+    transcribe.add_argument("file", type=Path)
+    transcribe.add_argument("--language", help="ISO-639-1 code, e.g. en or ru (default: detect)")
+    transcribe.add_argument(
+        "--priority", choices=["high", "normal", "low"], help="queue for the job (default: normal)"
+    )
+    job_options(transcribe)
+    transcribe.set_defaults(func=cmd_transcribe)
+
+    demo = commands.add_parser(
+        "demo", help="transcribe the bundled sample and print its word error rate"
+    )
+    job_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    up = commands.add_parser("up", help="keep a local cloud running until Ctrl-C")
+    cloud_options(up)
+    up.add_argument("--port", type=int, default=3000, help="port of the HTTP API (default 3000)")
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except httpx.HTTPStatusError as exc:
+        _err(f"stt: {exc}")
+        return EXIT_FAILED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

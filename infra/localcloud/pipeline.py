@@ -1,0 +1,127 @@
+"""The whole pipeline on this machine: a scratch PostgreSQL database (RDS), the local speech
+server (Cloud.ru) and the template's stack on an emulator with its functions running.
+
+    with LocalPipeline() as pipeline:
+        client = PipelineClient(pipeline.api_url)
+
+Parameter overrides come from samconfig.toml's `local` environment (the same ones a Docker
+LocalStack deployment uses), then from the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tomllib
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from localcloud.cloud import DEFAULT_TEMPLATE, LocalCloud
+from localcloud.emulators import Emulator
+from localcloud.provision import ExtraSecret
+from localcloud.services import scratch_database
+from localcloud.speech_server import SpeechServer, Switches
+from sttpipe.adapters.postgres import apply_schema
+
+SAMCONFIG = DEFAULT_TEMPLATE.with_name("samconfig.toml")
+
+# Locally there is no X-Ray daemon to send traces to.
+LOCAL_FUNCTION_ENV = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+def samconfig_local() -> tuple[str, dict[str, str]]:
+    """Stack name and parameter overrides of samconfig.toml's `local` environment."""
+    config = tomllib.loads(SAMCONFIG.read_text())["local"]
+    stack_name = config["global"]["parameters"]["stack_name"]
+    overrides = config.get("deploy", {}).get("parameters", {}).get("parameter_overrides", "")
+    return stack_name, dict(pair.split("=", 1) for pair in overrides.split())
+
+
+class LocalPipeline:
+    """See the module docstring. `speech_switches` sets the speech server's latency and faults."""
+
+    def __init__(
+        self,
+        *,
+        emulator: str | Emulator = "moto",
+        engine: str = "faster-whisper",
+        speech_switches: Switches | None = None,
+        parameter_overrides: Mapping[str, str] | None = None,
+        function_env: Mapping[str, str] | None = None,
+        concurrency: int | Mapping[str, int] = 2,
+        log_dir: Path | None = None,
+        echo_logs: bool = False,
+        api_port: int = 0,
+        visibility_timeout_cap_s: int | None = None,
+    ) -> None:
+        self._emulator = emulator
+        self._engine = engine
+        self._switches = speech_switches
+        self._overrides = dict(parameter_overrides or {})
+        self._function_env = {**LOCAL_FUNCTION_ENV, **(function_env or {})}
+        self._concurrency = concurrency
+        self._log_dir = log_dir
+        self._echo_logs = echo_logs
+        self._api_port = api_port
+        self._visibility_cap = visibility_timeout_cap_s
+        self._exit = ExitStack()
+        self.speech: SpeechServer
+        self.cloud: LocalCloud
+        self.database_url: str
+
+    def __enter__(self) -> LocalPipeline:
+        try:
+            database = self._exit.enter_context(scratch_database())
+            apply_schema(database.url)
+            self.database_url = database.url
+            api_key = secrets.token_urlsafe(24)
+            self.speech = self._exit.enter_context(
+                SpeechServer(engine_name=self._engine, api_key=api_key, switches=self._switches)
+            )
+            stack_name, overrides = samconfig_local()
+            self.cloud = self._exit.enter_context(
+                LocalCloud(
+                    emulator=self._emulator,
+                    stack_name=stack_name,
+                    parameter_overrides={
+                        **overrides,
+                        "SpeechApiBaseUrl": self.speech.base_url,
+                        **self._overrides,
+                    },
+                    secret_values={"SpeechApiKeySecret": api_key},
+                    extra_secrets={
+                        "database": ExtraSecret(
+                            json.dumps(database.rds_secret()), parameter="DatabaseSecretArn"
+                        )
+                    },
+                    function_env=self._function_env,
+                    concurrency=self._concurrency,
+                    log_dir=self._log_dir,
+                    echo_logs=self._echo_logs,
+                    api_port=self._api_port,
+                    visibility_timeout_cap_s=self._visibility_cap,
+                )
+            )
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    @property
+    def api_url(self) -> str:
+        return self.cloud.api_url
+
+    def describe(self) -> dict[str, Any]:
+        """Where everything runs, for people and for `stt up`'s state file."""
+        return {
+            "api_url": self.api_url,
+            "aws_endpoint_url": self.cloud.endpoint_url,
+            "speech_api": self.speech.base_url,
+            "database": self.database_url,
+            "logs": str(self.cloud.log_dir),
+        }
