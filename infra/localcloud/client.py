@@ -61,7 +61,9 @@ class PipelineClient:
     def close(self) -> None:
         self._http.close()
 
-    def submit(self, path: Path, *, language: str | None = None, priority: str | None = None) -> str:
+    def submit(
+        self, path: Path, *, language: str | None = None, priority: str | None = None
+    ) -> str:
         """Create an upload and send the file to S3 with the pre-signed POST; returns the job id."""
         request: dict[str, Any] = {
             "filename": path.name,
@@ -92,6 +94,12 @@ class PipelineClient:
         _raise_for_status(response)
         body: dict[str, Any] = response.json()
         return body
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        response = self._http.get("/jobs", params={"limit": limit})
+        _raise_for_status(response)
+        jobs: list[dict[str, Any]] = response.json()["jobs"]
+        return jobs
 
     def wait(
         self,

@@ -49,6 +49,10 @@ class MergeService:
         started = time.monotonic()
         manifest = Manifest.model_validate_json(self._store.get_bytes(keys.manifest(task.job_id)))
         spans = {c.index: (c.start_ms, c.end_ms) for c in manifest.execution.chunks}
+        view = self._jobs.get(task.job_id)
+        # What workers recorded when they gave up on a chunk (Step Functions may not pass the
+        # cause of a task failure along: moto drops it).
+        recorded = {c.index: c.error for c in view.chunks if c.error} if view else {}
 
         done: list[ChunkTranscript] = []
         failed: list[FailedChunk] = []
@@ -58,13 +62,18 @@ class MergeService:
                     ChunkTranscript.model_validate_json(self._store.get_bytes(outcome.result_key))
                 )
             else:
-                reason = _failure_reason(outcome)
+                reason = recorded.get(outcome.index) or _failure_reason(outcome)
                 start_ms, end_ms = spans[outcome.index]
-                failed.append(FailedChunk(outcome.index, start_ms, end_ms, reason))
-                # A worker that died never recorded its chunk; the Map's catch says it failed.
-                self._jobs.set_chunk_state(
-                    task.job_id, outcome.index, ChunkState.FAILED, error=reason
+                failed.append(
+                    FailedChunk(
+                        index=outcome.index, start_ms=start_ms, end_ms=end_ms, reason=reason
+                    )
                 )
+                if outcome.index not in recorded:
+                    # A worker that died never recorded its chunk; the Map's catch says it failed.
+                    self._jobs.set_chunk_state(
+                        task.job_id, outcome.index, ChunkState.FAILED, error=reason
+                    )
 
         status, reason = _outcome(done, failed)
         stats = _statistics(manifest, done, failed)
@@ -95,7 +104,9 @@ class MergeService:
         return status
 
     def record_failure(self, notice: JobFailureNotice) -> None:
-        reason = notice.error.cause or notice.error.error
+        reason = f"The job's state machine failed with {notice.error.error}" + (
+            f": {notice.error.cause}" if notice.error.cause else "."
+        )
         logger.error(
             "job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason}
         )

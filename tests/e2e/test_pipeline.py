@@ -1,0 +1,171 @@
+"""The whole pipeline on a local cloud: real S3/SQS/Step Functions emulators (moto and LocalStack),
+real PostgreSQL, the real handlers in function-host processes, and the local speech server running
+faster-whisper. Uploads go through the HTTP API and a pre-signed POST, as a browser sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcloud.cli import SAMPLE, SAMPLE_TEXT, word_error_rate
+from localcloud.client import PipelineClient
+from localcloud.pipeline import LocalPipeline
+
+pytestmark = pytest.mark.e2e
+
+SRT_CUE = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})$", re.M)
+
+# Short visibility timeouts so that retries and redrive happen within a test; the real ones are
+# six times the function timeouts. A chunk still being transcribed may be delivered twice: the
+# pipeline must cope (that is part of what these tests check).
+VISIBILITY_CAP_S = 6
+
+
+@pytest.fixture(scope="module", params=["moto", "localstack"])
+def pipeline(request: pytest.FixtureRequest) -> Iterator[LocalPipeline]:
+    with LocalPipeline(
+        emulator=request.param,
+        visibility_timeout_cap_s=VISIBILITY_CAP_S,
+        # A worker that has not answered in 60 s has failed; keeps the failure tests bounded.
+        parameter_overrides={"ChunkHeartbeatSeconds": "60", "MergeHeartbeatSeconds": "60"},
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(pipeline: LocalPipeline) -> Iterator[PipelineClient]:
+    pipeline.speech.control(rate_5xx=0.0, rate_429=0.0, rate_hang=0.0, script=[])
+    pipeline.speech.reset_stats()
+    api = PipelineClient(pipeline.api_url)
+    yield api
+    api.close()
+
+
+def _seconds(match: tuple[str, ...]) -> float:
+    h, m, s, ms = (int(x) for x in match)
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+def test_sample_becomes_a_transcript_in_every_format(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
+) -> None:
+    result = client.transcribe(SAMPLE, tmp_path, language="en", timeout_s=300)
+
+    assert result.status == "COMPLETED", result.job.get("failure_reason")
+    assert word_error_rate(SAMPLE_TEXT.read_text(), result.text) < 0.15
+    assert set(result.files) == {"txt", "json", "srt", "vtt"}
+
+    document = json.loads(result.files["json"].read_text())
+    stats = document["stats"]
+    chunks = result.job["chunks"]
+    assert stats["chunks"] == len(chunks) >= 2
+    assert all(c["state"] in ("DONE", "SILENT") for c in chunks)
+    assert result.job["progress"]["chunks_finished"] == len(chunks)
+    # Every transcribed chunk cost at least one call, and the server saw no more than counted.
+    transcribed = stats["chunks_transcribed"]
+    assert pipeline.speech.stats()["by_status"].get("200") == transcribed
+    assert stats["speech_api_calls"] >= transcribed
+
+    cues = SRT_CUE.findall(result.files["srt"].read_text())
+    starts = [_seconds(c[:4]) for c in cues]
+    ends = [_seconds(c[4:]) for c in cues]
+    assert starts == sorted(starts) and all(s < e for s, e in zip(starts, ends, strict=True))
+    assert ends[-1] <= chunks[-1]["end_ms"] / 1000 + 0.001
+    assert result.files["vtt"].read_text().startswith("WEBVTT")
+
+
+def test_chunks_survive_transient_api_errors(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
+) -> None:
+    # Two 503s and a 429 for the first calls: the client's retries absorb them.
+    pipeline.speech.control(
+        script=["5xx", "429", "5xx"], retry_after_s=0.2
+    )
+    result = client.transcribe(SAMPLE, tmp_path, language="en", timeout_s=300)
+    assert result.status == "COMPLETED", result.job.get("failure_reason")
+    by_status = pipeline.speech.stats()["by_status"]
+    assert by_status.get("503") == 2 and by_status.get("429") == 1
+    assert json.loads(result.files["json"].read_text())["stats"]["speech_api_calls"] >= 4 + 3
+
+
+def _bucket(pipeline: LocalPipeline) -> str:
+    return pipeline.cloud.stack.ref("UploadBucket")
+
+
+def _direct_upload(pipeline: LocalPipeline, name: str, body: bytes) -> str:
+    """Put an object straight into uploads/ (as `aws s3 cp` would); returns its key."""
+    key = f"uploads/{name}"
+    pipeline.cloud.boto3_client("s3").put_object(Bucket=_bucket(pipeline), Key=key, Body=body)
+    return key
+
+
+def _wait_for_depth(pipeline: LocalPipeline, queue: str, depth: int, timeout_s: float) -> int:
+    sqs = pipeline.cloud.boto3_client("sqs")
+    url = pipeline.cloud.stack.ref(queue)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        seen = int(attributes["ApproximateNumberOfMessages"])
+        if seen >= depth or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)
+
+
+def _wait_for_job_of(client: PipelineClient, filename: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for job in client.list_jobs():
+            if job["filename"] == filename and job["status"] in ("COMPLETED", "PARTIAL", "FAILED"):
+                return client.job(job["job_id"])
+        time.sleep(0.5)
+    raise AssertionError(f"no finished job for {filename} within {timeout_s} s")
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "reason"),
+    [
+        ("empty.wav", b"", "empty"),
+        ("noise.mp3", bytes(range(256)) * 64, "not"),
+    ],
+)
+def test_bad_uploads_fail_with_a_clear_reason_and_are_kept(
+    pipeline: LocalPipeline, client: PipelineClient, name: str, body: bytes, reason: str
+) -> None:
+    key = _direct_upload(pipeline, name, body)
+    job = _wait_for_job_of(client, name)
+    assert job["status"] == "FAILED"
+    assert reason in job["failure_reason"].lower()
+    assert "Traceback" not in job["failure_reason"]
+    s3 = pipeline.cloud.boto3_client("s3")
+    kept = s3.head_object(Bucket=_bucket(pipeline), Key=key)
+    assert kept["ContentLength"] == len(body)
+    assert pipeline.speech.stats()["requests_total"] == 0
+
+
+def test_a_chunk_that_keeps_failing_ends_the_job_with_its_reason(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
+) -> None:
+    pipeline.speech.control(rate_5xx=1.0)
+    job_id = client.submit(SAMPLE, language="en")
+    job = client.wait(job_id, timeout_s=240)
+    assert job["status"] == "FAILED"
+    assert "could not be transcribed" in job["failure_reason"]
+    assert "503" in job["failure_reason"]
+    assert all(c["state"] == "FAILED" for c in job["chunks"] if c["state"] != "SILENT")
+    # Each chunk message was received exactly max_receives times and then left alone (DLQ).
+    attempts = pipeline.speech.stats()["requests_total"]
+    transcribable = sum(1 for c in job["chunks"] if c["state"] != "SILENT")
+    assert attempts == transcribable * 3 * 3  # 3 deliveries x 3 HTTP attempts each
+    # The function host keeps polling, so SQS moves each exhausted message to the DLQ.
+    dead = _wait_for_depth(
+        pipeline, "ChunkDeadLetterQueueNormal", transcribable, 6 * VISIBILITY_CAP_S
+    )
+    assert dead == transcribable

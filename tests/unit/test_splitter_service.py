@@ -1,0 +1,132 @@
+"""SplitterService on in-memory adapters with the real audio code and the bundled sample."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
+from sttpipe.audio.testing import silence, write_wav
+from sttpipe.config import Settings
+from sttpipe.domain import keys
+from sttpipe.domain.models import ChunkState, ExecutionInput, Job, JobStatus, Manifest, Priority
+from sttpipe.services.splitting import SplitterService
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
+JOB_ID = "00112233445566778899aabbccddeeff"
+
+
+class World:
+    def __init__(self, **settings: object) -> None:
+        self.store = InMemoryObjectStore()
+        self.jobs = InMemoryJobRepository()
+        self.workflow = InMemoryWorkflow()
+        self.settings = Settings(
+            queue_url_high="https://sqs/high",
+            queue_url_normal="https://sqs/normal",
+            queue_url_low="https://sqs/low",
+            **settings,  # type: ignore[arg-type]
+        )
+        self.service = SplitterService(self.store, self.jobs, self.workflow, self.settings)
+
+    def upload(
+        self, body: bytes, filename: str = "talk.flac", priority: Priority = Priority.HIGH
+    ) -> str:
+        now = datetime.now(UTC)
+        key = keys.upload(JOB_ID, filename)
+        self.jobs.add(
+            Job(
+                job_id=JOB_ID,
+                filename=filename,
+                language="en",
+                priority=priority,
+                upload_key=key,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        self.store.put_bytes(key, body, "application/octet-stream")
+        return key
+
+
+def test_sample_is_cut_into_chunks_and_handed_to_the_priority_queue() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes())
+    outcome = world.service.handle_upload(key)
+
+    assert outcome.status is JobStatus.TRANSCRIBING and outcome.chunks >= 2
+    (execution_json,) = world.workflow.executions.values()
+    execution = ExecutionInput.model_validate_json(execution_json)
+    assert execution.queue_url == "https://sqs/high"
+    assert execution.language == "en"
+    # Chunks tile the recording in order, each stored as FLAC under the job's prefix.
+    assert execution.chunks[0].start_ms == 0
+    for before, after in zip(execution.chunks, execution.chunks[1:], strict=False):
+        assert before.end_ms <= after.start_ms + 1000  # overlap only at hard cuts, <= 1 s
+    for chunk in execution.chunks:
+        assert world.store.get_bytes(chunk.key).startswith(b"fLaC")
+    manifest = Manifest.model_validate_json(world.store.get_bytes(keys.manifest(JOB_ID)))
+    assert manifest.execution == execution and 60 < manifest.duration_s < 70
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.TRANSCRIBING
+    assert [c.index for c in view.chunks] == list(range(manifest.chunks_total))
+
+
+def test_a_repeated_notification_does_not_split_twice() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes())
+    world.service.handle_upload(key)
+    again = world.service.handle_upload(key)
+    assert again.status is JobStatus.TRANSCRIBING and again.chunks == 0
+    assert len(world.workflow.executions) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "empty"),
+        (b"ID3" + bytes(range(256)) * 40, "not"),
+    ],
+)
+def test_bad_audio_fails_the_job_at_once_with_a_reason(body: bytes, reason: str) -> None:
+    world = World()
+    key = world.upload(body, filename="broken.mp3")
+    outcome = world.service.handle_upload(key)
+    assert outcome.status is JobStatus.FAILED
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and reason in (view.job.failure_reason or "").lower()
+    assert world.workflow.executions == {}
+    assert world.store.size(key) == len(body)  # the upload is kept
+
+
+def test_silence_only_fails_with_no_speech_and_nothing_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "quiet.wav"
+    write_wav(path, silence(12))
+    world = World()
+    key = world.upload(path.read_bytes(), filename="quiet.wav")
+    outcome = world.service.handle_upload(key)
+    assert outcome.status is JobStatus.FAILED
+    assert "speech" in (outcome.reason or "").lower()
+    assert world.workflow.executions == {}
+
+
+def test_limits_are_checked_before_splitting() -> None:
+    world = World(max_duration_s=30)
+    key = world.upload(SAMPLE.read_bytes())
+    outcome = world.service.handle_upload(key)
+    assert outcome.status is JobStatus.FAILED and "limit" in (outcome.reason or "")
+    assert world.store.size(keys.chunk_audio(JOB_ID, 0)) is None
+
+
+def test_an_object_put_straight_into_uploads_becomes_one_job() -> None:
+    world = World(default_language="ru")
+    world.store.put_bytes("uploads/direct.flac", SAMPLE.read_bytes(), "audio/flac")
+    first = world.service.handle_upload("uploads/direct.flac", etag="abc")
+    second = world.service.handle_upload("uploads/direct.flac", etag="abc")
+    assert first.job_id == second.job_id
+    view = world.jobs.get(first.job_id)
+    assert view is not None and view.job.language == "ru"
+    assert view.job.filename == "direct.flac"
+    assert all(c.state in (ChunkState.PENDING, ChunkState.SILENT) for c in view.chunks)
