@@ -16,13 +16,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter
 
 from sttpipe.bootstrap import merge_service
-from sttpipe.domain.models import JobFailureNotice, MergeTask
+from sttpipe.domain.models import JobFailureNotice, JobStatus, MergeTask
+from sttpipe.observability import Metric
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 _message = TypeAdapter(MergeTask | JobFailureNotice)
+_OUTCOME_METRIC = {
+    JobStatus.COMPLETED: Metric.JOBS_COMPLETED,
+    JobStatus.PARTIAL: Metric.JOBS_PARTIAL,
+    JobStatus.FAILED: Metric.JOBS_FAILED,
+}
 
 
 @tracer.capture_method
@@ -31,10 +37,10 @@ def record_handler(record: SQSRecord) -> None:
     logger.append_keys(job_id=message.job_id)
     if isinstance(message, MergeTask):
         status = merge_service().merge(message)
-        metrics.add_metric(name=f"Jobs{status.title()}", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=_OUTCOME_METRIC[status], unit=MetricUnit.Count, value=1)
     else:
         merge_service().record_failure(message)
-        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.JOBS_FAILED, unit=MetricUnit.Count, value=1)
 
 
 @logger.inject_lambda_context

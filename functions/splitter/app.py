@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import splitter_service
 from sttpipe.domain.models import JobStatus
+from sttpipe.observability import Metric
 
 logger = Logger()
 tracer = Tracer()
@@ -37,9 +38,11 @@ def record_handler(record: SQSRecord) -> None:
         outcome = splitter_service().handle_upload(obj.key, etag=obj.etag or "")
         logger.append_keys(job_id=outcome.job_id)
         if outcome.status is JobStatus.FAILED:
-            metrics.add_metric(name="JobsRejected", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=Metric.JOBS_REJECTED, unit=MetricUnit.Count, value=1)
         elif outcome.chunks:
-            metrics.add_metric(name="ChunksQueued", unit=MetricUnit.Count, value=outcome.chunks)
+            metrics.add_metric(
+                name=Metric.CHUNKS_QUEUED, unit=MetricUnit.Count, value=outcome.chunks
+            )
 
 
 @logger.inject_lambda_context
