@@ -40,7 +40,8 @@ def samconfig_local() -> tuple[str, dict[str, str]]:
 
 
 class LocalPipeline:
-    """See the module docstring. `speech_switches` sets the speech server's latency and faults."""
+    """See the module docstring. `speech_switches` sets the speech server's latency and faults;
+    the other arguments are LocalCloud's."""
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class LocalPipeline:
         echo_logs: bool = False,
         api_port: int = 0,
         visibility_timeout_cap_s: int | None = None,
+        poll: bool = True,
     ) -> None:
         self._emulator = emulator
         self._engine = engine
@@ -66,6 +68,7 @@ class LocalPipeline:
         self._echo_logs = echo_logs
         self._api_port = api_port
         self._visibility_cap = visibility_timeout_cap_s
+        self._poll = poll
         self._exit = ExitStack()
         self.speech: SpeechServer
         self.cloud: LocalCloud
@@ -102,6 +105,7 @@ class LocalPipeline:
                     echo_logs=self._echo_logs,
                     api_port=self._api_port,
                     visibility_timeout_cap_s=self._visibility_cap,
+                    poll=self._poll,
                 )
             )
         except BaseException:
