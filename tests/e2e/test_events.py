@@ -1,0 +1,215 @@
+"""Every file in events/ is fed to its function's real handler, as `sam local invoke -e` would.
+
+The handlers run in the local function host's processes with the template's environment, on moto
+with a real PostgreSQL database and the local speech server. Nothing polls the queues here, so
+each step of the pipeline happens only when a test invokes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcloud.pipeline import LocalPipeline
+from sttpipe.adapters.postgres import PostgresJobRepository, create_pool
+from sttpipe.domain import keys
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkRef,
+    ChunkState,
+    ChunkTask,
+    ChunkTranscript,
+    ExecutionInput,
+    Job,
+    JobFailureNotice,
+    JobStatus,
+    Manifest,
+    MergeTask,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+SAMPLE = ROOT / "samples" / "sample.flac"
+FUNCTION_OF_PREFIX = {
+    "api": "ApiFunction",
+    "splitter": "SplitterFunction",
+    "worker": "WorkerFunction",
+    "merge": "MergeFunction",
+}
+
+
+def load(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def body_of(event: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(event["Records"][0]["body"])
+    return body
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[LocalPipeline]:
+    with LocalPipeline(emulator="moto", poll=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def jobs(pipeline: LocalPipeline) -> Iterator[PostgresJobRepository]:
+    repository = PostgresJobRepository(create_pool(pipeline.database_url))
+    yield repository
+    repository.close()
+
+
+def invoke(pipeline: LocalPipeline, name: str, event: dict[str, Any] | None = None) -> Any:
+    function = FUNCTION_OF_PREFIX[name.split("-", 1)[0]]
+    invocation = pipeline.cloud.host.invoke(function, event if event is not None else load(name))
+    assert invocation.outcome == "ok", invocation.error
+    return invocation.result
+
+
+def put(pipeline: LocalPipeline, key: str, body: bytes) -> None:
+    bucket = pipeline.cloud.stack.ref("UploadBucket")
+    pipeline.cloud.boto3_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def add_job(jobs: PostgresJobRepository, job_id: str, chunks: int) -> None:
+    now = datetime.now(UTC)
+    jobs.add(
+        Job(
+            job_id=job_id,
+            filename="sample.flac",
+            upload_key=keys.upload(job_id, "sample.flac"),
+            language="en",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    if chunks:
+        jobs.add_chunks(
+            job_id,
+            [
+                ChunkProgress(
+                    index=i, start_ms=i * 9000, end_ms=(i + 1) * 9000, state=ChunkState.PENDING
+                )
+                for i in range(chunks)
+            ],
+        )
+
+
+def test_every_event_file_belongs_to_a_function() -> None:
+    names = sorted(p.name for p in EVENTS.glob("*.json"))
+    assert names, "events/ is empty"
+    for name in names:
+        assert name.split("-", 1)[0] in FUNCTION_OF_PREFIX, name
+
+
+def test_api_events(pipeline: LocalPipeline) -> None:
+    created = invoke(pipeline, "api-create-upload.json")
+    assert created["statusCode"] == 201
+    ticket = json.loads(created["body"])
+    assert ticket["upload"]["fields"]["key"] == f"uploads/{ticket['job_id']}/meeting.flac"
+
+    listed = invoke(pipeline, "api-list-jobs.json")
+    assert listed["statusCode"] == 200
+    assert ticket["job_id"] in [j["job_id"] for j in json.loads(listed["body"])["jobs"]]
+
+    # The sample event names a job that does not exist here.
+    assert invoke(pipeline, "api-get-job.json")["statusCode"] == 404
+    event = load("api-get-job.json")
+    event["pathParameters"]["job_id"] = ticket["job_id"]
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/jobs/{ticket['job_id']}"
+    found = invoke(pipeline, "api-get-job.json", event)
+    assert found["statusCode"] == 200
+    assert json.loads(found["body"])["status"] == JobStatus.AWAITING_UPLOAD
+
+
+def test_s3_test_event_is_acknowledged(pipeline: LocalPipeline) -> None:
+    assert invoke(pipeline, "splitter-s3-test-event.json") == {"batchItemFailures": []}
+
+
+def test_upload_then_chunk_events_drive_a_real_execution(
+    pipeline: LocalPipeline, jobs: PostgresJobRepository
+) -> None:
+    upload = load("splitter-upload.json")
+    key = json.loads(upload["Records"][0]["body"])["Records"][0]["s3"]["object"]["key"]
+    job_id = key.split("/")[1]
+    add_job(jobs, job_id, chunks=0)  # as POST /uploads would have
+    put(pipeline, key, SAMPLE.read_bytes())
+    assert invoke(pipeline, "splitter-upload.json") == {"batchItemFailures": []}
+
+    # The splitter started an execution whose Map put the chunks on the normal queue.
+    sqs = pipeline.cloud.boto3_client("sqs")
+    received = sqs.receive_message(
+        QueueUrl=pipeline.cloud.stack.ref("ChunkQueueNormal"),
+        MaxNumberOfMessages=1,
+        WaitTimeSeconds=10,
+    )["Messages"]
+    real = ChunkTask.model_validate_json(received[0]["Body"])
+    assert real.job_id == job_id
+    view = jobs.get(job_id)
+    assert view is not None and view.job.status is JobStatus.TRANSCRIBING
+    assert len(view.chunks) >= 2
+
+    # The sample worker event is a valid chunk message; give it this execution's live token.
+    event = load("worker-chunk.json")
+    ChunkTask.model_validate(body_of(event))
+    event["Records"][0]["body"] = real.model_dump_json()
+    assert invoke(pipeline, "worker-chunk.json", event) == {"batchItemFailures": []}
+    view = jobs.get(real.job_id)
+    assert view is not None
+    assert next(c for c in view.chunks if c.index == real.chunk.index).state is ChunkState.DONE
+    assert pipeline.speech.stats()["by_status"].get("200") == 1
+
+
+def test_merge_event_assembles_a_partial_transcript(
+    pipeline: LocalPipeline, jobs: PostgresJobRepository
+) -> None:
+    event = load("merge-results.json")
+    task = MergeTask.model_validate(body_of(event))
+    add_job(jobs, task.job_id, chunks=2)
+    refs = [
+        ChunkRef(
+            index=i,
+            key=keys.chunk_audio(task.job_id, i),
+            start_ms=i * 9000,
+            end_ms=(i + 1) * 9000,
+            pcm_sha256=f"{i:064x}",
+        )
+        for i in range(2)
+    ]
+    manifest = Manifest(
+        execution=ExecutionInput(job_id=task.job_id, language="en", queue_url="q", chunks=refs),
+        duration_s=18.0,
+        chunks_total=2,
+        chunks_silent=0,
+        split_seconds=0.1,
+    )
+    put(pipeline, keys.manifest(task.job_id), manifest.model_dump_json().encode())
+    done = ChunkTranscript(index=0, start_ms=0, end_ms=9000, text="The weather was calm.")
+    put(pipeline, keys.chunk_result(task.job_id, 0), done.model_dump_json().encode())
+
+    # The file's token is a placeholder: the handler records the job and drops the answer.
+    assert invoke(pipeline, "merge-results.json") == {"batchItemFailures": []}
+    view = jobs.get(task.job_id)
+    assert view is not None and view.job.status is JobStatus.PARTIAL
+    assert view.job.failure_reason == "1 chunk(s) failed: 1"
+    assert "HTTP 400" in (view.chunks[1].error or "")
+
+
+def test_job_failure_event_fails_the_job(
+    pipeline: LocalPipeline, jobs: PostgresJobRepository
+) -> None:
+    notice = JobFailureNotice.model_validate(body_of(load("merge-job-failure.json")))
+    add_job(jobs, notice.job_id, chunks=1)
+    assert invoke(pipeline, "merge-job-failure.json") == {"batchItemFailures": []}
+    view = jobs.get(notice.job_id)
+    assert view is not None and view.job.status is JobStatus.FAILED
+    assert "States.Timeout" in (view.job.failure_reason or "")
