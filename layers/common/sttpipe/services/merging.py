@@ -75,10 +75,10 @@ class MergeService:
                         task.job_id, outcome.index, ChunkState.FAILED, error=reason
                     )
 
-        status, reason = _outcome(done, failed)
+        status, job_reason = _outcome(done, failed)
         stats = _statistics(manifest, done, failed)
         if status is not JobStatus.FAILED:
-            transcript = assemble(done, failed)
+            transcript = assemble(done, failed, language=manifest.execution.language)
             stats["merge_seconds"] = round(time.monotonic() - started, 3)
             rendered = {
                 "txt": render_txt(transcript),
@@ -90,7 +90,7 @@ class MergeService:
                 self._store.put_bytes(
                     keys.transcript(task.job_id, fmt), body.encode(), _CONTENT_TYPES[fmt]
                 )
-        self._jobs.finish(task.job_id, status, stats=stats, reason=reason)
+        self._jobs.finish(task.job_id, status, stats=stats, reason=job_reason)
         logger.info(
             "job merged",
             extra={"job_id": task.job_id, "status": status, "failed_chunks": len(failed)},
