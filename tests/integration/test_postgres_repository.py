@@ -19,7 +19,6 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
-from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
@@ -362,8 +361,6 @@ def test_conninfo_from_an_rds_secret(pg_conninfo: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    # Powertools keeps its Secrets Manager client process-wide: give this case its own.
-    monkeypatch.setattr(parameters_base, "DEFAULT_PROVIDERS", {})
     params = conninfo_to_dict(pg_conninfo)
     secret = {
         "engine": "postgres",

@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from moto import mock_aws
 from pydantic import SecretStr
 from sttpipe.config import Settings
@@ -119,8 +118,6 @@ def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         "AWS_SECRET_ACCESS_KEY": "testing",
     }.items():
         monkeypatch.setenv(name, value)
-    # Powertools keeps one provider (and boto3 client) per process: start from a fresh one.
-    monkeypatch.setattr(parameters_base, "DEFAULT_PROVIDERS", {})
     with mock_aws():
         yield boto3.client("secretsmanager")
 
