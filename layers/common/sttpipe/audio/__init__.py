@@ -6,6 +6,7 @@ for chunk in split_file(path, SplitOptions(concurrency=3), info=info):
     ...  # chunk.flac, chunk.pcm_sha256, chunk.has_speech, absolute start_ms / end_ms
 """
 
+from sttpipe.audio.decode import decode_bytes
 from sttpipe.audio.errors import (
     AudioError,
     AudioTooLargeError,
@@ -29,6 +30,7 @@ from sttpipe.audio.split import (
     MAX_CHUNK_S_LIMIT,
     AudioChunk,
     SplitOptions,
+    find_pause_cut,
     split_file,
     target_chunk_seconds,
 )
@@ -53,7 +55,9 @@ __all__ = [
     "UnsupportedCodecError",
     "canonical_pcm_sha256",
     "check_limits",
+    "decode_bytes",
     "encode_flac",
+    "find_pause_cut",
     "probe",
     "split_file",
     "target_chunk_seconds",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import av
@@ -10,7 +11,7 @@ from av.audio.frame import AudioFrame
 
 from sttpipe.audio.errors import InvalidAudioError
 from sttpipe.audio.pcm import SAMPLE_RATE, SAMPLE_WIDTH
-from sttpipe.audio.probe import AudioInfo, human_duration, open_audio
+from sttpipe.audio.probe import AudioInfo, human_duration, open_audio, probe
 
 # Block size for copying canonical WAV: large enough that per-block overhead vanishes.
 _COPY_BLOCK_BYTES = 1 << 16
@@ -21,6 +22,19 @@ def pcm_blocks(path: str | os.PathLike[str], info: AudioInfo) -> Iterator[bytes]
     if info.pcm_range is not None:
         return _copy_range(path, *info.pcm_range)
     return _decode(path)
+
+
+def decode_bytes(data: bytes) -> bytes:
+    """Canonical PCM of a whole audio file held in memory, such as a chunk's FLAC.
+
+    Raises an AudioError, as probe does, when `data` is not audio we can read. Meant for
+    chunk-sized audio: the result is held in memory.
+    """
+    # probe and the decoders work on a path (size, seeks, the WAV fast path): spool to one.
+    with tempfile.NamedTemporaryFile(prefix="sttpipe-") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return b"".join(pcm_blocks(tmp.name, probe(tmp.name)))
 
 
 def _copy_range(path: str | os.PathLike[str], offset: int, length: int) -> Iterator[bytes]:

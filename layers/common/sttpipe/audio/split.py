@@ -41,6 +41,7 @@ from sttpipe.audio.errors import (
     TruncatedAudioError,
 )
 from sttpipe.audio.pcm import (
+    BYTES_PER_SECOND,
     SAMPLE_RATE,
     SAMPLE_WIDTH,
     canonical_pcm_sha256,
@@ -180,6 +181,33 @@ def split_file(
     return _split(path, info, options, target_s)
 
 
+def find_pause_cut(
+    pcm: bytes,
+    *,
+    min_part_s: float = 1.0,
+    vad_aggressiveness: int = 2,
+    min_pause_s: float = 0.2,
+) -> int | None:
+    """The sample at which to cut canonical PCM in two at a pause, or None when it has none.
+
+    The pause is chosen as split_file chooses its cuts, with the middle as the target: the
+    longest pause reaching within SEARCH_FRACTION of it, else the pause nearest to it, leaving
+    both parts at least `min_part_s` long. The cut falls on a frame edge.
+    """
+    options = SplitOptions(
+        max_chunk_s=MAX_CHUNK_S_LIMIT,  # unused: the whole of `pcm` is one window
+        min_chunk_s=min_part_s,
+        overlap_s=0.0,
+        vad_aggressiveness=vad_aggressiveness,
+        min_pause_s=min_pause_s,
+    )
+    cutter = _Cutter(options, target_s=len(pcm) / BYTES_PER_SECOND / 2)
+    cutter._pcm += pcm
+    cutter._classify()
+    frame = cutter._choose_cut(cutter._flags, final=True)
+    return None if frame is None else frame * FRAME_SAMPLES
+
+
 def _split(
     path: str | os.PathLike[str], info: AudioInfo, options: SplitOptions, target_s: float
 ) -> Iterator[AudioChunk]:
@@ -258,12 +286,7 @@ class _Cutter:
 
     def feed(self, block: bytes) -> Iterator[AudioChunk]:
         self._pcm += block
-        # Views must be released before _pcm can be resized.
-        with memoryview(self._pcm) as view:
-            for i in range(len(self._flags), len(self._pcm) // FRAME_BYTES):
-                frame = view[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
-                self._flags.append(self._vad.is_speech(frame, SAMPLE_RATE))
-                frame.release()
+        self._classify()
         while len(self._flags) >= self._max:
             cut = self._choose_cut(self._flags[: self._max], final=False)  # a block may overrun
             if cut is None:
@@ -271,6 +294,15 @@ class _Cutter:
                 yield self._emit(self._max, self._max - self._overlap, "hard")
             else:
                 yield self._emit(cut, cut, "pause")
+
+    def _classify(self) -> None:
+        """Flag each whole frame of _pcm not flagged yet."""
+        # Views must be released before _pcm can be resized.
+        with memoryview(self._pcm) as view:
+            for i in range(len(self._flags), len(self._pcm) // FRAME_BYTES):
+                frame = view[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
+                self._flags.append(self._vad.is_speech(frame, SAMPLE_RATE))
+                frame.release()
 
     def finish(self) -> Iterator[AudioChunk]:
         partial = len(self._pcm) % FRAME_BYTES
