@@ -1,0 +1,81 @@
+"""Never paying twice, end to end: the local pipeline on moto with its cache on real Redis (L2) and
+PostgreSQL (L3), the real handlers in function-host processes and the local speech server, whose
+request counter says how often the speech API was paid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcloud.cli import SAMPLE
+from localcloud.client import PipelineClient
+from localcloud.pipeline import LocalPipeline
+from sttpipe.audio.testing import read_pcm, write_wav
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[LocalPipeline]:
+    with LocalPipeline(emulator="moto") as running:  # moto only: LocalStack adds time, not cover
+        if running.redis_url is None:
+            pytest.skip("Redis is not available: the cache's shared level cannot be tested")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(pipeline: LocalPipeline) -> Iterator[PipelineClient]:
+    api = PipelineClient(pipeline.api_url, token=pipeline.token())
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, int]:
+    """The sample transcribed once: its text and the speech API calls it took."""
+    result = client.transcribe(
+        SAMPLE, tmp_path_factory.mktemp("first"), language="en", timeout_s=300
+    )
+    assert result.status == "COMPLETED", result.job.get("failure_reason")
+    calls = int(pipeline.speech.stats()["requests_total"])
+    assert calls >= 2
+    return result.text, calls
+
+
+def test_the_same_file_uploaded_again_makes_no_speech_api_call(
+    pipeline: LocalPipeline, client: PipelineClient, first_run: tuple[str, int], tmp_path: Path
+) -> None:
+    text, calls = first_run
+    again = client.transcribe(SAMPLE, tmp_path, language="en", timeout_s=120)
+
+    assert again.status == "COMPLETED", again.job.get("failure_reason")
+    assert pipeline.speech.stats()["requests_total"] == calls  # not one more
+    assert again.text == text
+    stats = json.loads(again.files["json"].read_text())["stats"]
+    assert stats["speech_api_calls"] == 0
+    assert stats["upload_cache_hit"] in ("L1", "L2", "L3")
+    assert again.job["stats"] == stats
+    assert set(again.files) == {"txt", "json", "srt", "vtt"}
+
+
+def test_a_lossless_copy_in_another_container_reuses_every_chunk(
+    pipeline: LocalPipeline, client: PipelineClient, first_run: tuple[str, int], tmp_path: Path
+) -> None:
+    # Same sound, other bytes: the upload key differs, the chunks' canonical PCM does not.
+    copy = tmp_path / "sample-copy.wav"
+    write_wav(copy, read_pcm(SAMPLE))
+    _, calls = first_run
+    result = client.transcribe(copy, tmp_path / "out", language="en", timeout_s=300)
+
+    assert result.status == "COMPLETED", result.job.get("failure_reason")
+    assert pipeline.speech.stats()["requests_total"] == calls
+    stats = result.job["stats"]
+    assert "upload_cache_hit" not in stats  # it was split and its chunks looked up
+    assert stats["speech_api_calls"] == 0
+    assert sum(stats["cache_hits"].values()) == stats["chunks_transcribed"] >= 2

@@ -1,0 +1,147 @@
+"""Whole-upload cache: splitter, worker and merge on in-memory adapters with the real audio code,
+sharing one cache (L1 only; the Redis/PostgreSQL levels are exercised in tests/integration and in
+tests/e2e/test_cache.py). A re-uploaded file is answered without splitting or any API call.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sttpipe.adapters.memory import (
+    FakeTranscriber,
+    InMemoryJobRepository,
+    InMemoryObjectStore,
+    InMemoryWorkflow,
+)
+from sttpipe.cache import TieredCache, TranscriptCache
+from sttpipe.cache.memory import MemoryCache
+from sttpipe.config import Settings
+from sttpipe.domain import keys
+from sttpipe.domain.models import (
+    ChunkOutcome,
+    ChunkTask,
+    ExecutionInput,
+    Job,
+    JobStatus,
+    MergeTask,
+)
+from sttpipe.services.merging import MergeService
+from sttpipe.services.splitting import SplitterService
+from sttpipe.services.transcribing import WorkerService
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
+
+
+class Pipeline:
+    """The three services wired as the functions are, on one in-memory world and one cache."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryObjectStore()
+        self.jobs = InMemoryJobRepository()
+        self.workflow = InMemoryWorkflow()
+        self.speech = FakeTranscriber(default="words of a chunk")
+        settings = Settings(queue_url_normal="https://sqs/normal", default_language="en")
+        self.cache = TranscriptCache(
+            TieredCache(l1=MemoryCache(1 << 24, ttl_s=600)),
+            namespace="unit",
+            model=settings.speech_model,
+            response_format=settings.speech_response_format,
+        )
+        self.splitter = SplitterService(self.store, self.jobs, self.workflow, settings, self.cache)
+        self.worker = WorkerService(
+            self.store, self.jobs, self.workflow, self.speech, settings, self.cache
+        )
+        self.merger = MergeService(self.store, self.jobs, self.workflow, self.cache)
+
+    def run(self, body: bytes, language: str = "en", tenant: str = "default") -> str:
+        """Upload `body` as a new job and drive it to its end; returns the job id."""
+        job_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        upload_key = keys.upload(job_id, "talk.flac")
+        self.jobs.add(
+            Job(
+                job_id=job_id,
+                tenant_id=tenant,
+                filename="talk.flac",
+                language=language,
+                upload_key=upload_key,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        self.store.put_bytes(upload_key, body, "audio/flac")
+        if self.splitter.handle_upload(upload_key).status is JobStatus.COMPLETED:
+            return job_id
+        execution = ExecutionInput.model_validate_json(
+            next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
+        )
+        results = []
+        for chunk in execution.chunks:
+            token = self.workflow.open_task()
+            task = ChunkTask(task_token=token, job_id=job_id, language=language, chunk=chunk)
+            self.worker.process(task, receive_count=1)
+            results.append(
+                ChunkOutcome.model_validate_json(self.workflow.answers[token].output or "")
+            )
+        self.merger.merge(
+            MergeTask(task_token=self.workflow.open_task(), job_id=job_id, results=results)
+        )
+        return job_id
+
+    def job(self, job_id: str) -> Job:
+        view = self.jobs.get(job_id)
+        assert view is not None
+        return view.job
+
+    def text(self, job_id: str) -> str:
+        return self.store.get_bytes(keys.transcript(job_id, "txt")).decode()
+
+
+def test_a_re_upload_is_answered_from_the_cache_without_splitting_or_api_calls() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    first = pipeline.run(body)
+    calls = len(pipeline.speech.calls)
+    assert pipeline.job(first).status is JobStatus.COMPLETED and calls >= 2
+
+    second = pipeline.run(body)
+    job = pipeline.job(second)
+    assert job.status is JobStatus.COMPLETED
+    assert len(pipeline.speech.calls) == calls  # not one more
+    assert not any(k.endswith(second) for k in pipeline.workflow.executions)  # nothing started
+    assert job.stats["speech_api_calls"] == 0 and job.stats["upload_cache_hit"] == "L1"
+    assert job.stats["chunks"] == pipeline.job(first).stats["chunks"]
+    assert pipeline.text(second) == pipeline.text(first)
+    for fmt in keys.TRANSCRIPT_FORMATS:
+        assert pipeline.store.size(keys.transcript(second, fmt))
+    document = json.loads(pipeline.store.get_bytes(keys.transcript(second, "json")))
+    assert document["stats"]["upload_cache_hit"] == "L1"
+
+
+def test_another_language_or_tenant_transcribes_again() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    pipeline.run(body)
+    calls = len(pipeline.speech.calls)
+    for language, tenant in [("de", "default"), ("en", "other")]:
+        job_id = pipeline.run(body, language=language, tenant=tenant)
+        assert "upload_cache_hit" not in pipeline.job(job_id).stats
+        assert len(pipeline.speech.calls) > calls
+        calls = len(pipeline.speech.calls)
+
+
+def test_the_upload_entry_names_its_chunks_so_invalidation_reaches_them() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    first = pipeline.run(body)
+    calls = len(pipeline.speech.calls)
+    upload_sha = json.loads(pipeline.store.get_bytes(keys.manifest(first)))["upload_sha256"]
+    key = pipeline.cache.upload_key(upload_sha, tenant="default", language="en")
+
+    assert pipeline.cache.invalidate_upload(key) == calls  # one entry per transcribed chunk
+    again = pipeline.run(body)
+    assert "upload_cache_hit" not in pipeline.job(again).stats
+    assert len(pipeline.speech.calls) == 2 * calls  # the chunks were invalidated too
