@@ -1,0 +1,103 @@
+"""Domain events at the moment each lifecycle transition is recorded.
+
+Every transition of a job or a chunk goes through the JobRepository, so wrapping it announces
+each one exactly where it happens, after it is stored, without the services knowing about
+events: the splitter's TRANSCRIBING is JobQueued, a worker's DONE/FAILED chunk is
+ChunkCompleted/ChunkFailed, the merge's (or a rejected upload's) finish is FileCompleted,
+FilePartial or FileFailed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sttpipe.domain.events import (
+    FILE_FINISHED,
+    ChunkCompleted,
+    ChunkFailed,
+    DomainEvent,
+    JobQueued,
+)
+from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.ports import EventPublisher, JobRepository
+
+
+class PublishingJobRepository:
+    def __init__(self, inner: JobRepository, events: EventPublisher) -> None:
+        self._inner = inner
+        self._events = events
+
+    def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None:
+        self._inner.set_status(job_id, status, reason=reason)
+        if status is JobStatus.TRANSCRIBING:
+            view = self._view(job_id)
+            self._events.publish(
+                JobQueued(
+                    job_id=job_id,
+                    tenant_id=view.job.tenant_id,
+                    priority=view.job.priority,
+                    chunks_total=len(view.chunks),
+                    chunks_to_transcribe=sum(c.state is ChunkState.PENDING for c in view.chunks),
+                )
+            )
+
+    def set_chunk_state(
+        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
+    ) -> None:
+        self._inner.set_chunk_state(job_id, index, state, error=error)
+        if state is ChunkState.DONE:
+            self._events.publish(ChunkCompleted(job_id=job_id, chunk_index=index))
+        elif state is ChunkState.FAILED:
+            self._events.publish(ChunkFailed(job_id=job_id, chunk_index=index, reason=error))
+
+    def finish(
+        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
+    ) -> None:
+        self._inner.finish(job_id, status, stats=stats, reason=reason)
+        event = FILE_FINISHED.get(status)
+        if event is not None:
+            self._events.publish(
+                event(
+                    job_id=job_id,
+                    tenant_id=self._view(job_id).job.tenant_id,
+                    reason=reason,
+                    duration_s=stats.get("duration_s"),
+                    chunks_total=stats.get("chunks"),
+                    chunks_failed=stats.get("chunks_failed"),
+                )
+            )
+
+    def _view(self, job_id: str) -> JobView:
+        view = self._inner.get(job_id)
+        if view is None:  # the inner repository just wrote it: this would be a bug there
+            raise LookupError(f"job {job_id} vanished while being updated")
+        return view
+
+    # ---- unchanged --------------------------------------------------------------------------
+
+    def add(self, job: Job) -> None:
+        self._inner.add(job)
+
+    def get(self, job_id: str) -> JobView | None:
+        return self._inner.get(job_id)
+
+    def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None:
+        self._inner.add_chunks(job_id, chunks)
+
+    def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
+        return self._inner.list_jobs(tenant_id, limit, before)
+
+    def __getattr__(self, name: str) -> Any:
+        # Methods added to JobRepository later pass through unannounced until wrapped above.
+        return getattr(self._inner, name)
+
+
+class FanOut:
+    """One EventPublisher that hands every event to several."""
+
+    def __init__(self, *publishers: EventPublisher) -> None:
+        self._publishers = publishers
+
+    def publish(self, *events: DomainEvent) -> None:
+        for publisher in self._publishers:
+            publisher.publish(*events)
