@@ -1,0 +1,38 @@
+"""Queue depths from SQS (approximate, as SQS itself counts them)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import boto3
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
+_ATTRIBUTES: dict[str, QueueAttributeNameType] = {
+    "visible": "ApproximateNumberOfMessages",
+    "in_flight": "ApproximateNumberOfMessagesNotVisible",
+    "delayed": "ApproximateNumberOfMessagesDelayed",
+}
+
+
+@functools.cache
+def default_sqs_client() -> SQSClient:
+    return boto3.client("sqs")
+
+
+class SqsQueueStats:
+    def __init__(self, client: SQSClient | None = None) -> None:
+        self._sqs = client or default_sqs_client()
+
+    def depths(self, queue_urls: Mapping[str, str]) -> dict[str, dict[str, int]]:
+        depths = {}
+        for name, url in queue_urls.items():
+            found = self._sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=list(_ATTRIBUTES.values())
+            )["Attributes"]
+            depths[name] = {field: int(found.get(attr) or 0) for field, attr in _ATTRIBUTES.items()}
+        return depths

@@ -1,0 +1,118 @@
+// sttpipe web client: no framework, no build step. Copy it and change what you need.
+// 1. POST /uploads -> a pre-signed S3 form   2. POST the file straight to S3 (progress bar)
+// 3. poll GET /jobs/{id} until it ends         4. show the transcript and the download links
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FINAL = new Set(["COMPLETED", "PARTIAL", "FAILED"]);
+const POLL_MS = 1000;
+// Browsers leave File.type empty for some audio types; the API needs one it accepts.
+const TYPES = { flac: "audio/flac", wav: "audio/wav", mp3: "audio/mpeg", ogg: "audio/ogg",
+  opus: "audio/opus", m4a: "audio/mp4", webm: "audio/webm", mp4: "video/mp4", mov: "video/quicktime" };
+const typeOf = (file) => file.type || TYPES[file.name.split(".").pop().toLowerCase()] || "";
+
+// Settings may come in the URL fragment (never sent to a server): #token=...&api=...
+const fragment = new URLSearchParams(location.hash.slice(1));
+$("api-url").value = fragment.get("api") || location.origin;
+$("token").value = fragment.get("token") || "";
+
+async function api(path, options = {}) {
+  const response = await fetch($("api-url").value.replace(/\/$/, "") + path, {
+    ...options,
+    headers: {
+      "content-type": "application/json",
+      authorization: `Bearer ${$("token").value}`,
+      ...(options.headers || {}),
+    },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${response.status}: ${body.message || response.statusText}`);
+  return body;
+}
+
+// XMLHttpRequest, not fetch: only it reports upload progress.
+function uploadToS3(form, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const data = new FormData();
+    for (const [name, value] of Object.entries(form.fields)) data.append(name, value);
+    data.append("file", file); // S3 wants the file last
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", form.url);
+    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
+    xhr.onload = () =>
+      xhr.status < 300 ? resolve() : reject(new Error(`S3 refused the upload (${xhr.status}): ${xhr.responseText.slice(0, 300)}`));
+    xhr.onerror = () => reject(new Error("network error while uploading to S3"));
+    xhr.send(data);
+  });
+}
+
+function showJob(job) {
+  const { chunks_finished: done, chunks_total: total } = job.progress;
+  $("job-id").textContent = job.job_id;
+  $("job-status").textContent = job.status;
+  $("job-counts").textContent = total ? `${done}/${total} chunks` : "";
+  $("job-eta").textContent = job.eta_seconds ? `about ${Math.ceil(job.eta_seconds)} s left` : "";
+  $("job-progress").max = Math.max(total, 1);
+  $("job-progress").value = FINAL.has(job.status) ? $("job-progress").max : done;
+  $("chunks").replaceChildren(
+    ...job.chunks.map((c) => {
+      const box = document.createElement("span");
+      box.className = c.state;
+      box.title = `chunk ${c.index}: ${c.state}${c.error ? " — " + c.error : ""}`;
+      return box;
+    }),
+  );
+}
+
+async function follow(jobId) {
+  for (;;) {
+    const job = await api(`/jobs/${jobId}`);
+    showJob(job);
+    if (FINAL.has(job.status)) return job;
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+async function showResult(job) {
+  if (job.status === "FAILED") throw new Error(`the job failed: ${job.failure_reason}`);
+  if (job.status === "PARTIAL") $("error").textContent = `some chunks failed: ${job.failure_reason}`;
+  const text = await fetch(job.downloads.txt);
+  $("transcript").textContent = await text.text();
+  $("downloads").replaceChildren(
+    ...Object.entries(job.downloads).flatMap(([format, url]) => {
+      const link = document.createElement("a");
+      link.href = url;
+      link.textContent = format.toUpperCase();
+      link.download = `transcript.${format}`;
+      return [link, " "];
+    }),
+  );
+  $("result").hidden = false;
+}
+
+$("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("file").files[0];
+  $("error").textContent = "";
+  $("result").hidden = true;
+  $("start").disabled = true;
+  try {
+    const request = {
+      filename: file.name,
+      content_type: typeOf(file),
+      size_bytes: file.size,
+      priority: $("priority").value,
+    };
+    if ($("language").value) request.language = $("language").value;
+    const ticket = await api("/uploads", { method: "POST", body: JSON.stringify(request) });
+    $("progress-section").hidden = false;
+    $("job-id").textContent = ticket.job_id;
+    await uploadToS3(ticket.upload, file, (share) => ($("upload-progress").value = share * 100));
+    $("upload-progress").value = 100;
+    await showResult(await follow(ticket.job_id));
+  } catch (error) {
+    $("error").textContent = error.message;
+  } finally {
+    $("start").disabled = false;
+  }
+});
