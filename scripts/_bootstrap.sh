@@ -40,7 +40,10 @@ ensure_localstack() {
 # flite and sox make the test speech; ffmpeg is not needed (PyAV bundles it).
 ensure_debian_tools() {
   local missing=()
-  for tool in flite sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  # chromium (+ its driver) runs the web page's test; the package names are the commands.
+  for tool in flite sox chromium chromedriver; do
+    command -v "$tool" >/dev/null || missing+=("${tool/chromedriver/chromium-driver}")
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     say "installing ${missing[*]} with apt-get"

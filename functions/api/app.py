@@ -1,61 +1,185 @@
-"""HTTP API: create an upload (a pre-signed POST form), follow a job, list jobs."""
+"""HTTP API: uploads (pre-signed POST forms), job status and downloads, job deletion, and the
+operators' queue and cache endpoints. The tenant is taken from the JWT authorizer's claims."""
 
+import json
+import sys
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, UnauthorizedError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Field
 
 from sttpipe.bootstrap import job_service
-from sttpipe.services.jobs import JobStatusView, RequestRejected, UploadRequest, UploadTicket
+from sttpipe.services.jobs import (
+    FeatureUnavailable,
+    JobBusy,
+    JobStatusView,
+    RequestRejected,
+    UploadRequest,
+    UploadTicket,
+)
 
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayHttpResolver(enable_validation=True)
 
-# Until the JWT authorizer arrives every caller is one tenant.
-DEFAULT_TENANT = "default"
+# Claims that name the tenant, first found wins: Cognito's custom attribute (ID tokens), a
+# generic issuer's claim, else the user itself is the tenant.
+TENANT_CLAIMS = ("custom:tenant_id", "tenant_id", "sub")
+JOB_ID = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job id from /uploads.")]
+OPENAPI_INFO: dict[str, Any] = {
+    "title": "sttpipe",
+    "version": "1.0.0",
+    "description": "Serverless speech-to-text batch pipeline: upload a recording with a "
+    "pre-signed POST, follow its job, download TXT/JSON/SRT/VTT transcripts.",
+    "security_schemes": {"jwt": HTTPBearer(bearerFormat="JWT")},
+    "security": [{"jwt": []}],
+}
+
+
+class JobPage(BaseModel):
+    jobs: list[dict[str, Any]]
+    next: str | None = Field(description="Pass as `before` for the next page; null on the last.")
+
+
+class CacheInvalidation(BaseModel):
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    pipeline_version: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+def tenant() -> str:
+    """The caller's tenant; API Gateway has already verified the token."""
+    claims = app.current_event.request_context.authorizer.jwt_claim or {}
+    for name in TENANT_CLAIMS:
+        if claims.get(name):
+            return str(claims[name])
+    raise UnauthorizedError("the token names no tenant")
 
 
 @app.post("/uploads")
 @tracer.capture_method
 def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
-    ticket = job_service().create_upload(request, DEFAULT_TENANT)
+    ticket = job_service().create_upload(request, tenant())
     logger.info("upload issued", extra={"job_id": ticket.job_id})
     return Response(status_code=201, body=ticket, content_type="application/json")
 
 
 @app.get("/jobs/<job_id>")
 @tracer.capture_method
-def get_job(job_id: str) -> JobStatusView:
-    view = job_service().status(job_id, DEFAULT_TENANT)
+def get_job(job_id: JOB_ID) -> JobStatusView:
+    view = job_service().status(job_id, tenant())
     if view is None:
         raise NotFoundError(f"job {job_id} not found")
     return view
+
+
+@app.delete("/jobs/<job_id>")
+@tracer.capture_method
+def delete_job(job_id: JOB_ID) -> dict[str, int]:
+    deleted = job_service().delete(job_id, tenant())
+    if deleted is None:
+        raise NotFoundError(f"job {job_id} not found")
+    logger.info("job deleted", extra={"job_id": job_id, **deleted})
+    return deleted
 
 
 @app.get("/jobs")
 @tracer.capture_method
 def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
-    jobs = job_service().list_jobs(DEFAULT_TENANT, limit=limit, before=before)
-    return {
-        "jobs": [j.model_dump(mode="json") for j in jobs],
-        "next": jobs[-1].job_id if len(jobs) == limit else None,
-    }
+    before: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+) -> JobPage:
+    jobs = job_service().list_jobs(tenant(), limit=limit, before=before)
+    return JobPage(
+        jobs=[j.model_dump(mode="json", exclude={"webhook_url"}) for j in jobs],
+        next=jobs[-1].job_id if len(jobs) == limit else None,
+    )
+
+
+@app.get("/stats/queues")
+@tracer.capture_method
+def queue_stats() -> dict[str, dict[str, int]]:
+    tenant()  # any signed-in caller; depths say nothing about other tenants' jobs
+    return job_service().queue_depths()
+
+
+@app.get("/stats/cache")
+@tracer.capture_method
+def cache_stats() -> dict[str, Any]:
+    tenant()
+    return job_service().cache_admin().stats()
+
+
+@app.post("/cache/invalidations")
+@tracer.capture_method
+def invalidate_cache(request: Annotated[CacheInvalidation, Body()]) -> dict[str, int]:
+    tenant()
+    if request.model is None and request.pipeline_version is None:
+        raise RequestRejected("name a model, a pipeline_version or both")
+    removed = (
+        job_service()
+        .cache_admin()
+        .invalidate(model=request.model, pipeline_version=request.pipeline_version)
+    )
+    return {"entries_deleted": removed}
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    return Response(status_code=200, body=openapi_json(), content_type="application/json")
+
+
+def openapi_json() -> str:
+    """The committed docs/openapi.json is this, reformatted (see tests/unit/test_api.py)."""
+    document = json.loads(app.get_openapi_json_schema(**OPENAPI_INFO))
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _error(status: int, exc: Exception) -> Response[dict[str, str]]:
+    return Response(status_code=status, body={"message": str(exc)}, content_type="application/json")
+
+
+@app.exception_handler(RequestValidationError)
+def invalid(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    """422 naming each field and what is wrong with it (Powertools' default omits the why)."""
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": str(e.get("msg", e["type"]))}
+        for e in exc.errors()
+    ]
+    message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Response(
+        status_code=422,
+        body={"message": message, "errors": errors},
+        content_type="application/json",
+    )
 
 
 @app.exception_handler(RequestRejected)
 def rejected(exc: RequestRejected) -> Response[dict[str, str]]:
-    return Response(status_code=400, body={"message": str(exc)}, content_type="application/json")
+    return _error(400, exc)
+
+
+@app.exception_handler(JobBusy)
+def busy(exc: JobBusy) -> Response[dict[str, str]]:
+    return _error(409, exc)
+
+
+@app.exception_handler(FeatureUnavailable)
+def unavailable(exc: FeatureUnavailable) -> Response[dict[str, str]]:
+    return _error(501, exc)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+if __name__ == "__main__":  # regenerate docs/openapi.json: python functions/api/app.py
+    sys.stdout.write(openapi_json())

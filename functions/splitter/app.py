@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -11,11 +12,12 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sttpipe.bootstrap import splitter_service
+from sttpipe.bootstrap import metric_recorder, splitter_service
 from sttpipe.domain.models import JobStatus
 from sttpipe.observability import Metric
 
@@ -31,24 +33,31 @@ def record_handler(record: SQSRecord) -> None:
     if body.get("Event") == "s3:TestEvent":
         # S3 sends one when the notification is configured; there is nothing to split.
         return
+    record_metric = metric_recorder()
     # The lenient data class, not the strict parser model: emulators leave out fields that
     # real S3 sends (userIdentity, ownerIdentity), and only the object matters here.
     for s3_record in S3Event(body).records:
         obj = s3_record.s3.get_object
+        started = time.perf_counter()
         outcome = splitter_service().handle_upload(obj.key, etag=obj.etag or "")
         logger.append_keys(job_id=outcome.job_id)
+        tracer.put_annotation("job_id", outcome.job_id)
         if outcome.status is JobStatus.FAILED:
-            metrics.add_metric(name=Metric.JOBS_REJECTED, unit=MetricUnit.Count, value=1)
-        elif outcome.chunks:
-            metrics.add_metric(
-                name=Metric.CHUNKS_QUEUED, unit=MetricUnit.Count, value=outcome.chunks
-            )
+            record_metric(Metric.JOBS_REJECTED, 1)
+        elif outcome.status is JobStatus.TRANSCRIBING:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            record_metric(Metric.JOBS_ACCEPTED, 1)
+            record_metric(Metric.CHUNKS_QUEUED, outcome.chunks)
+            record_metric(Metric.SPLIT_DURATION, elapsed_ms, MetricUnit.Milliseconds)
+        elif outcome.status is JobStatus.COMPLETED:  # a re-upload answered from the cache
+            record_metric(Metric.JOBS_ACCEPTED, 1)
+            record_metric(Metric.JOBS_COMPLETED, 1)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -3,7 +3,10 @@
 It serves the template's HttpApi events on 127.0.0.1: matches the route (method and path with
 {params} or a greedy {proxy+}, most specific first), builds the payload format 2.0 event,
 invokes the function in the function host and writes its response. CORS preflights are answered
-and CORS headers added from the HttpApi's CorsConfiguration, as API Gateway does.
+and CORS headers added from the HttpApi's CorsConfiguration, as API Gateway does. With a
+`LocalJwtAuth`, every route but the template's `Authorizer: NONE` ones needs a valid bearer token
+(401 otherwise) and its claims reach the function as the JWT authorizer's do. The web page in
+web/ is served under /web/ (on AWS it would sit on any static host).
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
 import uvicorn
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from localcloud.auth import LocalJwtAuth, RouteAuth, Unauthorized
 from localcloud.function_host import FunctionHost, Invocation
 from localcloud.template import HttpApiRoute
 
@@ -31,6 +36,7 @@ _TEXT_TYPES: Final = re.compile(
     r"^(text/|application/(json|xml|javascript|x-www-form-urlencoded)|[^;]*\+(json|xml))", re.I
 )
 _LOCAL_API_ID: Final = "local"
+WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,20 @@ def _compile(path: str) -> re.Pattern[str] | None:
 class ApiGateway:
     """Serves every HttpApi route of the host's functions on http://127.0.0.1:<port>."""
 
-    def __init__(self, host: FunctionHost, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        host: FunctionHost,
+        *,
+        port: int = 0,
+        auth: LocalJwtAuth | None = None,
+        route_auth: RouteAuth | None = None,
+        web_dir: Path | None = WEB_DIR,
+    ) -> None:
         self.host = host
         self._port = port
+        self.auth = auth
+        self._route_auth = route_auth or RouteAuth()
+        self._web_dir = web_dir.resolve() if web_dir else None
         stack = host.stack
         self._account_id = stack.pseudo.account_id
         self._cors = stack.http_api_cors
@@ -156,17 +173,47 @@ class ApiGateway:
         ):
             return Response(status_code=204, headers=self._cors_headers(path, origin, True))
         if not matched:
-            return _json_response(404, {"message": "Not Found"})
+            return self._static(method, path)
         route, params = matched[0]
-        event = await self._event(request, route, params)
-        invocation = await run_in_threadpool(self.host.invoke, route.function_id, event)
-        response = _response(invocation)
+        try:
+            claims = self._claims(route, request.headers.get("authorization"))
+        except Unauthorized:
+            # API Gateway says no more than this; the reason stays out of the response.
+            response = _json_response(401, {"message": "Unauthorized"})
+            response.headers["www-authenticate"] = "Bearer"
+        else:
+            event = await self._event(request, route, params, claims)
+            invocation = await run_in_threadpool(self.host.invoke, route.function_id, event)
+            response = _response(invocation)
         if origin:
             response.headers.update(self._cors_headers(path, origin, False))
         return response
 
+    def _claims(self, route: _Route, authorization: str | None) -> dict[str, str] | None:
+        if self.auth is None or not self._route_auth.required(
+            route.route.api_logical_id, route.key
+        ):
+            return None
+        return self.auth.verify(authorization)
+
+    def _static(self, method: str, path: str) -> Response:
+        """The web page's files under /web/, else API Gateway's 404."""
+        if self._web_dir is not None and method in ("GET", "HEAD"):
+            if path in ("/web", "/"):
+                return RedirectResponse("/web/", status_code=302)
+            if path.startswith("/web/"):
+                name = unquote(path.removeprefix("/web/")) or "index.html"
+                file = (self._web_dir / name).resolve()
+                if file.is_relative_to(self._web_dir) and file.is_file():
+                    return FileResponse(file, headers={"cache-control": "no-store"})
+        return _json_response(404, {"message": "Not Found"})
+
     async def _event(
-        self, request: Request, route: _Route, params: dict[str, str]
+        self,
+        request: Request,
+        route: _Route,
+        params: dict[str, str],
+        claims: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """The API Gateway HTTP API payload format version 2.0."""
         headers: dict[str, str] = {}
@@ -206,6 +253,8 @@ class ApiGateway:
             },
             "isBase64Encoded": False,
         }
+        if claims is not None:
+            event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
         if cookie_header:
             event["cookies"] = [c.strip() for c in cookie_header.split(";") if c.strip()]
         if query:

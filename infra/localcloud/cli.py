@@ -3,6 +3,7 @@
 stt transcribe FILE [--out DIR] [--language L] [--priority high|normal|low]
 stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
+stt cache stats     the transcript cache's hits, misses and size
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -52,10 +54,10 @@ class ProgressPrinter:
             if chunk["state"] != "PENDING" and self._chunks.get(chunk["index"]) != chunk["state"]:
                 self._chunks[chunk["index"]] = chunk["state"]
                 _err(
-                        f"  chunk {chunk['index']:>3} {_clock(chunk['start_ms'])}-"
-                        f"{_clock(chunk['end_ms'])} {chunk['state']:<8}"
-                        f" ({progress['chunks_finished']}/{progress['chunks_total']})"
-                    )
+                    f"  chunk {chunk['index']:>3} {_clock(chunk['start_ms'])}-"
+                    f"{_clock(chunk['end_ms'])} {chunk['state']:<8}"
+                    f" ({progress['chunks_finished']}/{progress['chunks_total']})"
+                )
 
 
 def _clock(ms: int) -> str:
@@ -63,37 +65,37 @@ def _clock(ms: int) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
-def _running_api() -> str | None:
-    """The API of a local cloud that `stt up` keeps running, if there is one."""
+def _running_api() -> tuple[str, str] | None:
+    """URL and token of a local cloud that `stt up` keeps running, if there is one."""
     if not STATE_FILE.exists():
         return None
-    api_url = str(json.loads(STATE_FILE.read_text())["api_url"])
+    state = json.loads(STATE_FILE.read_text())
     try:
-        httpx.get(f"{api_url}/jobs", timeout=2)
+        httpx.get(f"{state['api_url']}/openapi.json", timeout=2)
     except httpx.HTTPError:
         return None
-    return api_url
+    return str(state["api_url"]), str(state["token"])
 
 
 @contextmanager
-def _pipeline_api(args: argparse.Namespace) -> Iterator[str]:
-    """An API URL: the one named, the one `stt up` runs, or a local cloud started for this run."""
-    api_url = args.api or _running_api()
-    if api_url:
-        _err(f"using the local cloud at {api_url}")
-        yield api_url
+def _pipeline_api(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
+    """An API URL and token: the one named, the one `stt up` runs, or a new local cloud."""
+    running = (args.api, args.token) if args.api else _running_api()
+    if running:
+        _err(f"using the local cloud at {running[0]}")
+        yield running
         return
     from localcloud.pipeline import LocalPipeline  # heavy: only when we start the cloud
 
     _err(f"starting a local cloud on {args.emulator} (speech engine: {args.engine}) ...")
     with LocalPipeline(emulator=args.emulator, engine=args.engine) as pipeline:
         _err(f"  logs: {pipeline.cloud.log_dir}")
-        yield pipeline.api_url
+        yield pipeline.api_url, pipeline.token()
 
 
 def _run_job(args: argparse.Namespace, path: Path, language: str | None) -> JobResult:
-    with _pipeline_api(args) as api_url:
-        client = PipelineClient(api_url)
+    with _pipeline_api(args) as (api_url, token):
+        client = PipelineClient(api_url, token=token)
         try:
             _err(f"uploading {path} ({path.stat().st_size} bytes) with a pre-signed POST")
             return client.transcribe(
@@ -177,13 +179,45 @@ def cmd_up(args: argparse.Namespace) -> int:
         STATE_FILE.write_text(json.dumps(pipeline.describe(), indent=2))
         for name, value in pipeline.describe().items():
             _err(f"{name:>16}: {value}")
-        _err("local cloud running; `stt transcribe FILE` uses it. Ctrl-C stops it.")
+        _err(
+            "local cloud running; open web_page in a browser, or `stt transcribe FILE` uses it."
+            " Ctrl-C stops it."
+        )
         try:
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             STATE_FILE.unlink(missing_ok=True)
+    return EXIT_OK
+
+
+def cmd_cache_stats(args: argparse.Namespace) -> int:
+    """The transcript cache's statistics, of `stt up`'s local cloud or of the servers named."""
+    from pydantic import SecretStr
+
+    from sttpipe.cache import build_transcript_cache
+    from sttpipe.config import Settings
+
+    state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
+    database = args.database_url or state.get("database")
+    if not database:
+        _err("stt cache stats: no local cloud is up (`stt up`); name --database-url")
+        return EXIT_USAGE
+    redis = args.redis_url or state.get("redis")
+    settings = Settings(
+        database_url=SecretStr(database),
+        redis_url=SecretStr(redis) if redis else None,
+        cache_namespace=args.namespace or state.get("cache_namespace") or "stt",
+    )
+    cache = build_transcript_cache(settings)
+    if cache is None:
+        _err("stt cache stats: the cache is disabled (STT_CACHE_ENABLED)")
+        return EXIT_USAGE
+    try:
+        print(cache.stats().model_dump_json(indent=2))
+    finally:
+        cache.tiered.close()
     return EXIT_OK
 
 
@@ -212,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         cloud_options(command)
         command.add_argument(
             "--api", help="base URL of a running pipeline API (default: `stt up`'s, else a new one)"
+        )
+        command.add_argument(
+            "--token",
+            default=os.environ.get("STT_TOKEN"),
+            help="bearer token for --api (default: $STT_TOKEN)",
         )
         command.add_argument(
             "--out", type=Path, default=Path("out"), help="where transcript.* go (default: out)"
@@ -245,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     cloud_options(up)
     up.add_argument("--port", type=int, default=3000, help="port of the HTTP API (default 3000)")
     up.set_defaults(func=cmd_up)
+
+    cache = commands.add_parser("cache", help="the transcript cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    stats = cache_commands.add_parser(
+        "stats",
+        help="hits and misses by level, bytes stored, entries warmed (JSON)",
+        description="Statistics of the transcript cache: of the local cloud `stt up` runs, or "
+        "of the PostgreSQL/Redis named here.",
+    )
+    stats.add_argument("--database-url", help="libpq URL of the job database (L3)")
+    stats.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
+    stats.add_argument("--namespace", help="the cache namespace (STT_CACHE_NAMESPACE)")
+    stats.set_defaults(func=cmd_cache_stats)
     return parser
 
 

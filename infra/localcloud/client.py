@@ -55,8 +55,11 @@ def content_type_of(path: Path) -> str:
 
 
 class PipelineClient:
-    def __init__(self, api_url: str, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=api_url, timeout=timeout_s)
+    """`token`: a JWT the API's authorizer accepts (locally `LocalPipeline.token`)."""
+
+    def __init__(self, api_url: str, timeout_s: float = 30.0, *, token: str | None = None) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=api_url, timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -93,6 +96,12 @@ class PipelineClient:
         response = self._http.get(f"/jobs/{job_id}")
         _raise_for_status(response)
         body: dict[str, Any] = response.json()
+        return body
+
+    def delete(self, job_id: str) -> dict[str, int]:
+        response = self._http.delete(f"/jobs/{job_id}")
+        _raise_for_status(response)
+        body: dict[str, int] = response.json()
         return body
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:

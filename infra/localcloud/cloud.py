@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from localcloud.api_gateway import ApiGateway
+from localcloud.auth import LocalJwtAuth, RouteAuth
 from localcloud.emulators import (
     DEFAULT_REGION,
     Emulator,
@@ -101,6 +102,8 @@ class LocalCloud:
         self._stack: Stack | None = None
         self._host: FunctionHost | None = None
         self._gateway: ApiGateway | None = None
+        # Signs local tokens for the template's JWT authorizer: `cloud.auth.mint(tenant)`.
+        self.auth = LocalJwtAuth()
 
     def __enter__(self) -> LocalCloud:
         try:
@@ -125,7 +128,14 @@ class LocalCloud:
             self._exit.callback(self._host.stop)
             if self.poll:
                 self._host.start()
-            self._gateway = self._exit.enter_context(ApiGateway(self._host, port=self.api_port))
+            self._gateway = self._exit.enter_context(
+                ApiGateway(
+                    self._host,
+                    port=self.api_port,
+                    auth=self.auth,
+                    route_auth=RouteAuth.from_template(self.template_path),
+                )
+            )
         except BaseException:
             self._exit.close()
             raise

@@ -33,7 +33,18 @@ FAKE_SECRET_KEY: Final = "test"
 LOCALSTACK_VENV_ENV: Final = "STT_LOCALSTACK_VENV"
 DEFAULT_LOCALSTACK_VENV: Final = Path(__file__).resolve().parents[2] / ".venv-localstack"
 # The services the pipeline uses (sts answers AWS::AccountId).
-LOCALSTACK_SERVICES: Final = ("s3", "sqs", "stepfunctions", "secretsmanager", "sts")
+LOCALSTACK_SERVICES: Final = (
+    "s3",
+    "sqs",
+    "stepfunctions",
+    "secretsmanager",
+    "sts",
+    # operations: the alarm topic and its key, the domain event bus, alarms and dashboards
+    "kms",
+    "sns",
+    "events",
+    "cloudwatch",
+)
 
 
 @dataclass(frozen=True)
@@ -260,6 +271,10 @@ class LocalStackEmulator(_Lifecycle):
             "stepfunctions": lambda c: c.list_state_machines(),
             "secretsmanager": lambda c: c.list_secrets(),
             "sts": lambda c: c.get_caller_identity(),
+            "kms": lambda c: c.list_keys(),
+            "sns": lambda c: c.list_topics(),
+            "events": lambda c: c.list_event_buses(),
+            "cloudwatch": lambda c: c.list_dashboards(),
         }
         for service in self.services:
             if service in calls:

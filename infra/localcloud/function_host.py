@@ -214,9 +214,9 @@ class FunctionHost:
         self._executors: list[ThreadPoolExecutor] = []
         self.pools: dict[str, _Pool] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
+        # Every function gets processes: SQS-fed ones are polled, the rest (the HTTP API, the
+        # scheduled cache warmer) run when `invoke` is called.
         for fn in stack.functions.values():
-            if not (fn.sqs_sources or fn.http_routes):
-                continue
             cap = concurrency if isinstance(concurrency, int) else concurrency.get(fn.logical_id, 2)
             config = self._runtime_config(fn, dict(extra_env or {}), echo_logs)
             self.pools[fn.logical_id] = _Pool(

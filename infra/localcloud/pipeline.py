@@ -11,6 +11,7 @@ LocalStack deployment uses), then from the caller.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -21,14 +22,19 @@ from typing import Any
 from localcloud.cloud import DEFAULT_TEMPLATE, LocalCloud
 from localcloud.emulators import Emulator
 from localcloud.provision import ExtraSecret
-from localcloud.services import scratch_database
+from localcloud.services import ServiceUnavailable, ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer, Switches
 from sttpipe.adapters.postgres import apply_schema
+from sttpipe.cache import CacheUnavailable
+from sttpipe.cache.redis import RedisCache, redis_client
+
+log = logging.getLogger(__name__)
 
 SAMCONFIG = DEFAULT_TEMPLATE.with_name("samconfig.toml")
 
-# Locally there is no X-Ray daemon to send traces to.
-LOCAL_FUNCTION_ENV = {"POWERTOOLS_TRACE_DISABLED": "true"}
+# Locally there is no X-Ray daemon to send traces to, and webhook receivers run on 127.0.0.1.
+LOCAL_FUNCTION_ENV = {"POWERTOOLS_TRACE_DISABLED": "true", "STT_WEBHOOK_ALLOW_INSECURE": "true"}
+LOCAL_TENANT = "local"
 
 
 def samconfig_local() -> tuple[str, dict[str, str]]:
@@ -73,12 +79,15 @@ class LocalPipeline:
         self.speech: SpeechServer
         self.cloud: LocalCloud
         self.database_url: str
+        self.redis_url: str | None = None
+        self.cache_namespace = f"stt-local-{secrets.token_hex(4)}"
 
     def __enter__(self) -> LocalPipeline:
         try:
             database = self._exit.enter_context(scratch_database())
             apply_schema(database.url)
             self.database_url = database.url
+            cache_env = self._cache_env()
             api_key = secrets.token_urlsafe(24)
             self.speech = self._exit.enter_context(
                 SpeechServer(engine_name=self._engine, api_key=api_key, switches=self._switches)
@@ -99,7 +108,7 @@ class LocalPipeline:
                             json.dumps(database.rds_secret()), parameter="DatabaseSecretArn"
                         )
                     },
-                    function_env=self._function_env,
+                    function_env={**cache_env, **self._function_env},
                     concurrency=self._concurrency,
                     log_dir=self._log_dir,
                     echo_logs=self._echo_logs,
@@ -116,16 +125,45 @@ class LocalPipeline:
     def __exit__(self, *exc: object) -> None:
         self._exit.close()
 
+    def _cache_env(self) -> dict[str, str]:
+        """The cache's L2 on the local Redis, under this pipeline's own namespace (dropped at
+        exit) so that pipelines sharing one Redis never see each other's entries."""
+        env = {"STT_CACHE_NAMESPACE": self.cache_namespace}
+        try:
+            self.redis_url = ensure_redis()
+        except ServiceUnavailable as exc:
+            log.warning("the cache runs without Redis (L2): %s", exc)
+            return env
+        self._exit.callback(_drop_cache_namespace, self.redis_url, self.cache_namespace)
+        return {**env, "STT_REDIS_URL": self.redis_url}
+
     @property
     def api_url(self) -> str:
         return self.cloud.api_url
 
+    def token(self, tenant_id: str = LOCAL_TENANT) -> str:
+        """A bearer token the local API gateway accepts, for one tenant."""
+        return self.cloud.auth.mint(tenant_id)
+
     def describe(self) -> dict[str, Any]:
         """Where everything runs, for people and for `stt up`'s state file."""
+        token = self.token()
         return {
             "api_url": self.api_url,
+            # The token rides in the fragment: it never reaches a server's logs.
+            "web_page": f"{self.api_url}/web/#token={token}",
+            "token": token,
             "aws_endpoint_url": self.cloud.endpoint_url,
             "speech_api": self.speech.base_url,
             "database": self.database_url,
+            "redis": self.redis_url,
+            "cache_namespace": self.cache_namespace,
             "logs": str(self.cloud.log_dir),
         }
+
+
+def _drop_cache_namespace(url: str, namespace: str) -> None:
+    try:
+        RedisCache(redis_client(url, 2.0), namespace, ttl_s=1).drop_namespace()
+    except CacheUnavailable as exc:
+        log.warning("could not drop the cache namespace %s: %s", namespace, exc)

@@ -2,7 +2,8 @@
 
 Only what the pipeline needs is created: S3 buckets (with CORS, encryption, public access block,
 ownership and the S3 -> SQS notification), SQS queues and their policies, Secrets Manager
-secrets and Step Functions state machines. Functions are not deployed: the local function host
+secrets, Step Functions state machines, and for operations KMS keys, SNS topics, EventBridge
+buses, CloudWatch alarms and dashboards. Functions are not deployed: the local function host
 runs them, so they appear in the `Stack` as `FunctionSpec`s with their environment resolved.
 Everything is idempotent: provisioning again on the same endpoint reuses what exists.
 """
@@ -190,6 +191,10 @@ def provision(
     )
 
 
+class _NotOnEmulator(Exception):
+    """The emulator cannot create this resource; the rest of the stack does not need it."""
+
+
 class _Provisioner:
     def __init__(
         self,
@@ -212,6 +217,11 @@ class _Provisioner:
             "AWS::S3::Bucket": self._bucket,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::Serverless::StateMachine": self._state_machine,
+            "AWS::KMS::Key": self._kms_key,
+            "AWS::SNS::Topic": self._topic,
+            "AWS::Events::EventBus": self._event_bus,
+            "AWS::CloudWatch::Alarm": self._alarm,
+            "AWS::CloudWatch::Dashboard": self._dashboard,
             "AWS::StepFunctions::StateMachine": self._state_machine,
             FUNCTION_TYPE: self._function,
         }
@@ -231,6 +241,10 @@ class _Provisioner:
                 self.resources[lid] = creator(lid, self.template.properties(lid))
             except UnresolvedReferenceError as e:
                 raise TemplateError(f"{lid}: {e}") from e
+            except _NotOnEmulator as e:
+                self.skipped[lid] = str(e)
+                log.warning("not provisioned: %s: %s", lid, e)
+                continue
             log.debug("provisioned %s -> %s", lid, self.resources[lid].ref)
 
     def client(self, service: str) -> Any:
@@ -393,6 +407,69 @@ class _Provisioner:
                 type=str(props.get("Type", "STANDARD")),
             )["stateMachineArn"]
         return PhysicalResource(lid, "AWS::StepFunctions::StateMachine", arn, {"Name": name})
+
+    # -- operations: keys, topics, the event bus, alarms and dashboards
+
+    def _kms_key(self, lid: str, props: dict[str, Any]) -> PhysicalResource:
+        kms = self.client("kms")
+        # Keys have no names; an alias per logical id makes provisioning idempotent.
+        alias = f"alias/{self._physical_name(lid)}"
+        try:
+            key_id = kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+        except kms.exceptions.NotFoundException:
+            resolved = self.resolver.resolve(props)
+            key_id = kms.create_key(
+                Description=str(resolved.get("Description", lid)),
+                Policy=json.dumps(resolved["KeyPolicy"]),
+            )["KeyMetadata"]["KeyId"]
+            kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+        arn = self._arn("kms", f"key/{key_id}")
+        return PhysicalResource(lid, "AWS::KMS::Key", key_id, {"Arn": arn, "KeyId": key_id})
+
+    def _topic(self, lid: str, props: dict[str, Any]) -> PhysicalResource:
+        resolved = self.resolver.resolve(props)
+        attributes = {
+            k: _attr_text(resolved[k]) for k in ("DisplayName", "KmsMasterKeyId") if k in resolved
+        }
+        name = resolved.get("TopicName") or self._physical_name(lid)
+        arn = self.client("sns").create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        return PhysicalResource(lid, "AWS::SNS::Topic", arn, {"TopicArn": arn, "TopicName": name})
+
+    def _event_bus(self, lid: str, props: dict[str, Any]) -> PhysicalResource:
+        events = self.client("events")
+        name = self.resolver.resolve_str(props.get("Name") or self._physical_name(lid))
+        try:
+            arn = events.create_event_bus(Name=name)["EventBusArn"]
+        except events.exceptions.ResourceAlreadyExistsException:
+            arn = events.describe_event_bus(Name=name)["Arn"]
+        return PhysicalResource(lid, "AWS::Events::EventBus", name, {"Arn": arn, "Name": name})
+
+    def _alarm(self, lid: str, props: dict[str, Any]) -> PhysicalResource:
+        cloudwatch = self.client("cloudwatch")
+        # PutMetricAlarm takes the resource's properties under the same names; it is an upsert.
+        resolved = self.resolver.resolve(props)
+        name = resolved.pop("AlarmName", None) or self._physical_name(lid)
+        if "Threshold" in resolved:
+            resolved["Threshold"] = float(resolved["Threshold"])
+        try:
+            cloudwatch.put_metric_alarm(AlarmName=name, **resolved)
+        except ClientError as e:
+            # e.g. anomaly detection bands, which not every emulator evaluates
+            raise _NotOnEmulator(f"the emulator refused the alarm: {e}") from e
+        arn = self._arn("cloudwatch", f"alarm:{name}")
+        return PhysicalResource(lid, "AWS::CloudWatch::Alarm", name, {"Arn": arn})
+
+    def _dashboard(self, lid: str, props: dict[str, Any]) -> PhysicalResource:
+        name = self.resolver.resolve_str(props.get("DashboardName") or self._physical_name(lid))
+        # A dashboard only displays: what the emulator lacks (the HttpApi) keeps its logical id.
+        stand_ins = {
+            skipped: PhysicalResource(skipped, "AWS::NoValue", skipped) for skipped in self.skipped
+        }
+        body = Resolver(self.template, {**stand_ins, **self.resources}).resolve_str(
+            props["DashboardBody"]
+        )
+        self.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=body)
+        return PhysicalResource(lid, "AWS::CloudWatch::Dashboard", name)
 
     # -- functions: run by the function host, so only their names exist
 

@@ -42,6 +42,7 @@ FUNCTION_OF_PREFIX = {
     "splitter": "SplitterFunction",
     "worker": "WorkerFunction",
     "merge": "MergeFunction",
+    "cache": "CacheWarmerFunction",
 }
 
 
@@ -202,6 +203,12 @@ def test_merge_event_assembles_a_partial_transcript(
     assert view is not None and view.job.status is JobStatus.PARTIAL
     assert view.job.failure_reason == "1 chunk(s) failed: 1"
     assert "HTTP 400" in (view.chunks[1].error or "")
+
+
+def test_scheduled_warmer_event_reports_what_it_warmed(pipeline: LocalPipeline) -> None:
+    report = invoke(pipeline, "cache-warmer-schedule.json")
+    assert set(report) == {"candidates", "warmed", "purged"}
+    assert all(isinstance(n, int) and n >= 0 for n in report.values())
 
 
 def test_job_failure_event_fails_the_job(

@@ -34,6 +34,10 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[LocalPipeline]:
         visibility_timeout_cap_s=VISIBILITY_CAP_S,
         # A worker that has not answered in 60 s has failed; keeps the failure tests bounded.
         parameter_overrides={"ChunkHeartbeatSeconds": "60", "MergeHeartbeatSeconds": "60"},
+        # These tests send the same sample again and again and count speech API calls: with
+        # the cache on, every upload after the first would be answered from it
+        # (tests/e2e/test_cache.py covers that).
+        function_env={"STT_CACHE_ENABLED": "false"},
     ) as running:
         yield running
 
@@ -42,7 +46,7 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[LocalPipeline]:
 def client(pipeline: LocalPipeline) -> Iterator[PipelineClient]:
     pipeline.speech.control(rate_5xx=0.0, rate_429=0.0, rate_hang=0.0, script=[])
     pipeline.speech.reset_stats()
-    api = PipelineClient(pipeline.api_url)
+    api = PipelineClient(pipeline.api_url, token=pipeline.token())
     yield api
     api.close()
 
@@ -67,9 +71,11 @@ def test_sample_becomes_a_transcript_in_every_format(
     assert stats["chunks"] == len(chunks) >= 2
     assert all(c["state"] in ("DONE", "SILENT") for c in chunks)
     assert result.job["progress"]["chunks_finished"] == len(chunks)
-    # Every transcribed chunk cost at least one call, and the server saw no more than counted.
+    # Every transcribed chunk cost at least one call. (The short visibility timeouts of these
+    # tests can hand a chunk to a second worker while the first still runs, and the cache that
+    # stops that from costing a second call is off here: tests/e2e/test_cache.py covers it.)
     transcribed = stats["chunks_transcribed"]
-    assert pipeline.speech.stats()["by_status"].get("200") == transcribed
+    assert pipeline.speech.stats()["by_status"].get("200", 0) >= transcribed
     assert stats["speech_api_calls"] >= transcribed
 
     cues = SRT_CUE.findall(result.files["srt"].read_text())
@@ -84,9 +90,7 @@ def test_chunks_survive_transient_api_errors(
     pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
 ) -> None:
     # Two 503s and a 429 for the first calls: the client's retries absorb them.
-    pipeline.speech.control(
-        script=["5xx", "429", "5xx"], retry_after_s=0.2
-    )
+    pipeline.speech.control(script=["5xx", "429", "5xx"], retry_after_s=0.2)
     result = client.transcribe(SAMPLE, tmp_path, language="en", timeout_s=300)
     assert result.status == "COMPLETED", result.job.get("failure_reason")
     by_status = pipeline.speech.stats()["by_status"]
@@ -120,6 +124,7 @@ def _wait_for_depth(pipeline: LocalPipeline, queue: str, depth: int, timeout_s: 
 
 
 def _wait_for_job_of(client: PipelineClient, filename: str, timeout_s: float = 120) -> dict:
+    """The finished job of a direct upload; such jobs belong to the default tenant."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for job in client.list_jobs():
@@ -140,7 +145,9 @@ def test_bad_uploads_fail_with_a_clear_reason_and_are_kept(
     pipeline: LocalPipeline, client: PipelineClient, name: str, body: bytes, reason: str
 ) -> None:
     key = _direct_upload(pipeline, name, body)
-    job = _wait_for_job_of(client, name)
+    operator = PipelineClient(pipeline.api_url, token=pipeline.token("default"))
+    job = _wait_for_job_of(operator, name)
+    operator.close()
     assert job["status"] == "FAILED"
     assert reason in job["failure_reason"].lower()
     assert "Traceback" not in job["failure_reason"]

@@ -319,7 +319,9 @@ def test_api_gateway_routes_requests_with_v2_events(
 ) -> None:
     with (
         make_cloud(emulator, project, records) as cloud,
-        httpx.Client(base_url=cloud.api_url) as http,
+        httpx.Client(
+            base_url=cloud.api_url, headers={"Authorization": f"Bearer {cloud.auth.mint('t1')}"}
+        ) as http,
     ):
         response = http.get(
             "/jobs/job%201?x=1&x=2&empty=",
@@ -343,6 +345,7 @@ def test_api_gateway_routes_requests_with_v2_events(
         assert event["requestContext"]["http"]["path"] == "/jobs/job%201"
         assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
         assert event["requestContext"]["accountId"] == cloud.stack.pseudo.account_id
+        assert event["requestContext"]["authorizer"]["jwt"]["claims"]["tenant_id"] == "t1"
         assert "body" not in event and event["isBase64Encoded"] is False
 
         posted = http.post("/uploads", json={"filename": "a.wav"}).json()
@@ -360,7 +363,7 @@ def test_api_gateway_routes_requests_with_v2_events(
             headers={"Origin": "https://app.test", "Access-Control-Request-Method": "POST"},
         )
         assert preflight.status_code == 204
-        assert preflight.headers["access-control-allow-methods"] == "GET,POST,OPTIONS"
+        assert preflight.headers["access-control-allow-methods"] == "GET,POST,DELETE,OPTIONS"
         assert preflight.headers["access-control-allow-headers"] == "content-type,authorization"
         assert preflight.headers["access-control-max-age"] == "600"
 

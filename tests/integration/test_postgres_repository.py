@@ -22,6 +22,7 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
+
 from sttpipe.adapters.memory import InMemoryJobRepository
 from sttpipe.adapters.postgres import (
     PostgresJobRepository,

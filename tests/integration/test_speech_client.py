@@ -19,10 +19,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
+
 from localcloud.speech_server import SpeechServer, Switches, load_engine
 from localcloud.speech_server.engines import Engine
 from localcloud.speech_server.tts import FliteMissingError, speak
-from pydantic import SecretStr
 from sttpipe.config import Settings
 from sttpipe.speech.base import (
     AuthenticationError,

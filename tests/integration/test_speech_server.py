@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from localcloud.speech_server import DEFAULT_MODEL, SpeechServer, decode_audio, load_engine
 from localcloud.speech_server.engines import Engine, UndecodableAudioError
 from localcloud.speech_server.tts import FliteMissingError, speak

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+
 from sttpipe.adapters.memory import (
     FakeTranscriber,
     InMemoryObjectStore,

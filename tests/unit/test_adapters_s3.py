@@ -13,6 +13,7 @@ import httpx
 import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
+
 from sttpipe.adapters.s3 import S3ObjectStore, default_s3_client, temp_suffix
 from sttpipe.ports import ObjectNotFound
 

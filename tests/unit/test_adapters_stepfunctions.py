@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+
 from sttpipe.adapters.stepfunctions import (
     MAX_CAUSE_CHARS,
     MAX_ERROR_CHARS,

@@ -169,6 +169,11 @@ def test_event_sources_and_routes() -> None:
         ("POST", "/uploads", "HttpApi"),
         ("GET", "/jobs", "HttpApi"),
         ("GET", "/jobs/{job_id}", "HttpApi"),
+        ("DELETE", "/jobs/{job_id}", "HttpApi"),
+        ("GET", "/stats/queues", "HttpApi"),
+        ("GET", "/stats/cache", "HttpApi"),
+        ("POST", "/cache/invalidations", "HttpApi"),
+        ("GET", "/openapi.json", "HttpApi"),
     }
     functions = t.resources(FUNCTION_TYPE)
     assert all(

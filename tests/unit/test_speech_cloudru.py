@@ -17,6 +17,7 @@ import httpx
 import pytest
 from moto import mock_aws
 from pydantic import SecretStr
+
 from sttpipe.config import Settings
 from sttpipe.speech.base import (
     AuthenticationError,

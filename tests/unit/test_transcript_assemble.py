@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from sttpipe.domain.models import ChunkTranscript, Segment
 from sttpipe.transcript import FailedChunk, Transcript, assemble, split_cues
 from sttpipe.transcript.text import HallucinationFilter, normalize

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from sttpipe.domain.models import ChunkTranscript, Segment
 from sttpipe.transcript import (
     FailedChunk,

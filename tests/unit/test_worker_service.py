@@ -12,6 +12,8 @@ from sttpipe.adapters.memory import (
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
+from sttpipe.cache import TieredCache, TranscriptCache
+from sttpipe.cache.memory import MemoryCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -35,14 +37,14 @@ JOB_ID = "0123456789abcdef0123456789abcdef"
 
 
 class World:
-    def __init__(self, transcriber: FakeTranscriber) -> None:
+    def __init__(self, transcriber: FakeTranscriber, cache: TranscriptCache | None = None) -> None:
         self.store = InMemoryObjectStore()
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.transcriber = transcriber
         self.settings = Settings(max_receives=3, default_language="ru")
         self.service = WorkerService(
-            self.store, self.jobs, self.workflow, transcriber, self.settings
+            self.store, self.jobs, self.workflow, transcriber, self.settings, cache
         )
         now = datetime.now(UTC)
         self.jobs.add(
@@ -158,3 +160,67 @@ def test_a_token_the_state_machine_gave_up_on_is_dropped_without_work() -> None:
     world.workflow.time_out(task.task_token)
     world.service.process(task, receive_count=1)
     assert world.transcriber.calls == []
+
+
+# ---- with the cache (L1 only here; Redis and PostgreSQL in tests/integration) --------------
+
+
+def l1_cache() -> TranscriptCache:
+    return TranscriptCache(
+        TieredCache(l1=MemoryCache(1 << 20, ttl_s=60)),
+        namespace="unit",
+        model="openai/whisper-large-v3",
+        response_format="json",
+    )
+
+
+def stored(world: World, task: ChunkTask) -> ChunkTranscript:
+    outcome = ChunkOutcome.model_validate_json(world.workflow.answers[task.task_token].output or "")
+    return ChunkTranscript.model_validate_json(world.store.get_bytes(outcome.result_key or ""))
+
+
+def test_the_same_audio_at_another_offset_is_answered_from_the_cache() -> None:
+    cache = l1_cache()
+    said = Transcription("hello", (RelativeSegment(1.0, 2.0, "hello"),), attempts=1)
+    first = World(FakeTranscriber([said]), cache)
+    first_task = first.task()
+    first.service.process(first_task, receive_count=1)
+
+    # Another job whose chunk has the same canonical PCM, cut at another place in its recording.
+    second = World(FakeTranscriber(), cache)  # no response: any API call fails the test
+    second.chunk = second.chunk.model_copy(update={"start_ms": 5_000, "end_ms": 35_000})
+    second_task = second.task()
+    second.service.process(second_task, receive_count=1)
+
+    assert len(first.transcriber.calls) == 1 and second.transcriber.calls == []
+    assert (stored(first, first_task).cache_level, stored(first, first_task).api_calls) == (None, 1)
+    hit = stored(second, second_task)
+    assert (hit.cache_level, hit.api_calls, hit.text) == ("L1", 0, "hello")
+    assert [(s.start_ms, s.end_ms) for s in hit.segments] == [(6_000, 7_000)]
+    assert second.chunk_state() is ChunkState.DONE
+
+
+def test_another_language_or_tenant_is_another_computation() -> None:
+    cache = l1_cache()
+    calls = []
+    for language, tenant in [
+        ("en", "default"),
+        ("de", "default"),
+        ("en", "other"),
+        ("en", "default"),
+    ]:
+        world = World(FakeTranscriber(default="text"), cache)
+        world.chunk = world.chunk.model_copy(update={"tenant_id": tenant})
+        world.service.process(world.task(language=language), receive_count=1)
+        calls.append(len(world.transcriber.calls))
+    assert calls == [1, 1, 1, 0]  # only the repeat of the first is a hit
+
+
+def test_a_failed_call_is_not_cached_and_the_next_delivery_pays_again() -> None:
+    cache = l1_cache()
+    world = World(FakeTranscriber([TransientSpeechError("HTTP 503"), "later"]), cache)
+    with pytest.raises(ChunkRetryLater):
+        world.service.process(world.task(), receive_count=1)
+    world.service.process(task := world.task(), receive_count=2)
+    assert len(world.transcriber.calls) == 2
+    assert stored(world, task).text == "later"

@@ -1,3 +1,3 @@
-"""Serverless speech-to-text batch pipeline: the code shared by every function (the Lambda layer)."""
+"""Serverless speech-to-text batch pipeline: the code every function shares (the Lambda layer)."""
 
 PIPELINE_VERSION = "1"

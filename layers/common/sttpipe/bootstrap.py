@@ -8,16 +8,30 @@ from __future__ import annotations
 
 from functools import cache
 
+from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.postgres import job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
+from sttpipe.adapters.sqs import SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
+from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
+from sttpipe.cache import TranscriptCache, build_transcript_cache
 from sttpipe.config import get_settings
-from sttpipe.ports import JobRepository, ObjectStore, Workflow
+from sttpipe.observability import (
+    EventMetrics,
+    MeteredTranscriber,
+    MetricRecorder,
+    PowertoolsRecorder,
+    cache_metric_sink,
+    throttle_counter,
+)
+from sttpipe.ports import EventPublisher, JobRepository, Notifier, ObjectStore, Workflow
 from sttpipe.services.jobs import JobService
+from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
-from sttpipe.speech.cloudru import build_transcriber
+from sttpipe.speech.cloudru import build_transcriber, get_http_client
+from sttpipe.speech.resplit import ResplittingTranscriber
 
 
 @cache
@@ -26,8 +40,18 @@ def object_store() -> ObjectStore:
 
 
 @cache
+def metric_recorder() -> MetricRecorder:
+    return PowertoolsRecorder()
+
+
+@cache
 def job_repository() -> JobRepository:
-    return job_repository_from_settings(get_settings())
+    settings = get_settings()
+    # Every lifecycle transition recorded is counted and announced on the bus.
+    listeners: list[EventPublisher] = [EventMetrics(metric_recorder())]
+    if settings.event_bus_name:
+        listeners.append(EventBridgePublisher(settings.event_bus_name, metric_recorder()))
+    return PublishingJobRepository(job_repository_from_settings(settings), FanOut(*listeners))
 
 
 @cache
@@ -36,23 +60,60 @@ def workflow() -> Workflow:
 
 
 @cache
+def transcript_cache() -> TranscriptCache | None:
+    """None when STT_CACHE_ENABLED is off."""
+    return build_transcript_cache(get_settings(), emit=cache_metric_sink(metric_recorder()))
+
+
+@cache
 def splitter_service() -> SplitterService:
-    return SplitterService(object_store(), job_repository(), workflow(), get_settings())
+    return SplitterService(
+        object_store(), job_repository(), workflow(), get_settings(), transcript_cache()
+    )
 
 
 @cache
 def worker_service() -> WorkerService:
     settings = get_settings()
+    # Counts 429s on every attempt, also those retried inside the client.
+    get_http_client(settings).event_hooks["response"].append(throttle_counter(metric_recorder()))
     return WorkerService(
-        object_store(), job_repository(), workflow(), build_transcriber(settings), settings
+        object_store(),
+        job_repository(),
+        workflow(),
+        # A 413 re-splits the chunk; each real call to the API is measured.
+        ResplittingTranscriber(MeteredTranscriber(build_transcriber(settings), metric_recorder())),
+        settings,
+        transcript_cache(),
     )
 
 
 @cache
 def merge_service() -> MergeService:
-    return MergeService(object_store(), job_repository(), workflow())
+    return MergeService(
+        object_store(), job_repository(), workflow(), transcript_cache(), notifier=notifier()
+    )
+
+
+@cache
+def notifier() -> Notifier | None:
+    settings = get_settings()
+    if not (settings.webhook_secret_id or settings.webhook_secret):
+        return None  # webhooks off: the API refuses uploads that name one
+    plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    return WebhookNotifier(
+        webhook_secret_source(settings.webhook_secret_id, plain),
+        max_attempts=settings.webhook_max_attempts,
+        timeout_s=settings.webhook_timeout_s,
+    )
 
 
 @cache
 def job_service() -> JobService:
-    return JobService(object_store(), job_repository(), get_settings())
+    return JobService(
+        object_store(),
+        job_repository(),
+        get_settings(),
+        queues=SqsQueueStats(),
+        webhooks_enabled=notifier() is not None,
+    )

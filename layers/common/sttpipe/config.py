@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     queue_url_high: str = ""
     queue_url_normal: str = ""
     queue_url_low: str = ""
+    # EventBridge bus for the domain events (sttpipe.domain.events); empty publishes none.
+    event_bus_name: str = ""
 
     # Job database (RDS PostgreSQL): a libpq URL locally, a Secrets Manager secret on AWS
     # (the JSON RDS writes: host, port, username, password, dbname).
@@ -58,6 +60,35 @@ class Settings(BaseSettings):
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.
     max_receives: int = 3
+
+    # Transcript cache (sttpipe.cache): L1 this container's memory, L2 Redis (ElastiCache),
+    # L3 the job database's chunk_cache table. docs/configuration.md, "Cache", explains each.
+    cache_enabled: bool = True
+    cache_namespace: str = Field(default="stt", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Off by default: a hit across tenants tells one customer another has the same recording.
+    cache_share_across_tenants: bool = False
+    redis_url: SecretStr | None = None  # redis:// or rediss://; wins over redis_endpoint
+    redis_endpoint: str | None = None  # host:port of ElastiCache (TLS), the template's parameter
+    cache_l1_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    cache_l1_ttl_s: float = Field(default=3600.0, gt=0)
+    cache_l2_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    cache_l3_ttl_s: float = Field(default=90 * 24 * 3600.0, gt=0)
+    cache_redis_timeout_s: float = Field(default=0.25, gt=0)
+    cache_db_timeout_s: float = Field(default=0.5, gt=0)
+    cache_cooldown_s: float = Field(default=30.0, ge=0)
+    cache_sync_interval_s: float = Field(default=5.0, ge=0)
+    cache_lease_s: float = Field(default=180.0, gt=0)
+    cache_lease_wait_s: float = Field(default=60.0, ge=0)
+    cache_warm_limit: int = Field(default=500, ge=0)
+    cache_warm_min_hits: int = Field(default=1, ge=0)
+
+    # Completion webhooks (sttpipe.adapters.webhook): the HMAC key in Secrets Manager on AWS.
+    webhook_secret_id: str | None = None
+    webhook_secret: SecretStr | None = None  # local development only; prefer the secret
+    webhook_max_attempts: int = Field(default=4, ge=1)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Local only: allow http:// and private addresses (a receiver on 127.0.0.1).
+    webhook_allow_insecure: bool = False
 
     def queue_url(self, priority: Priority) -> str:
         return {

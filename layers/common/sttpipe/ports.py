@@ -6,9 +6,11 @@ in-memory fake in `sttpipe.adapters.memory` for unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import IO, Any, Protocol
 
+from sttpipe.domain.events import DomainEvent
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
 
 
@@ -46,6 +48,10 @@ class ObjectStore(Protocol):
         self, key: str, content_type: str, max_bytes: int, expires_s: int
     ) -> dict[str, Any]: ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix`; returns how many there were."""
+        ...
+
 
 class JobRepository(Protocol):
     def add(self, job: Job) -> None: ...
@@ -66,6 +72,10 @@ class JobRepository(Protocol):
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]: ...
 
+    def delete(self, job_id: str) -> None:
+        """Remove the job and its chunks; a job that does not exist is no error."""
+        ...
+
 
 class Workflow(Protocol):
     """The state machine side: start a job's execution, answer its callback tasks."""
@@ -77,3 +87,39 @@ class Workflow(Protocol):
     def fail(self, task_token: str, error: str, cause: str) -> None: ...
 
     def heartbeat(self, task_token: str) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """Announces domain events (sttpipe.domain.events); EventBridge on AWS."""
+
+    def publish(self, *events: DomainEvent) -> None: ...
+
+
+class QueueStats(Protocol):
+    """Depth of the work queues (SQS), for the operators' statistics endpoint."""
+
+    def depths(self, queue_urls: Mapping[str, str]) -> dict[str, dict[str, int]]:
+        """name -> {"visible": n, "in_flight": n, "delayed": n} for each named queue URL."""
+        ...
+
+
+class CacheAdmin(Protocol):
+    """What the HTTP API may do to the transcript cache (sttpipe.cache) besides reading it."""
+
+    def forget(self, scope: str, content_sha256s: Sequence[str]) -> int:
+        """Drop the entries of these contents (chunk PCM or upload hashes) at every level."""
+        ...
+
+    def invalidate(self, *, model: str | None = None, pipeline_version: str | None = None) -> int:
+        """Drop every entry of a model and/or pipeline version; returns how many went."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Notifier(Protocol):
+    """Tells a job's owner that it finished (the per-job completion webhook)."""
+
+    def job_finished(self, job: Job) -> None:
+        """Best effort: retries, then logs; never raises into the pipeline."""
+        ...

@@ -27,6 +27,7 @@ from sttpipe.adapters.stepfunctions import (
     execution_name,
     truncate,
 )
+from sttpipe.domain.events import DomainEvent
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
 from sttpipe.ports import JobNotFound, ObjectNotFound, TaskNoLongerWaiting
 from sttpipe.speech.base import SpeechError, Transcription
@@ -96,6 +97,13 @@ class InMemoryObjectStore:
             "url": f"memory://{self.bucket}",
             "fields": {"key": key, "Content-Type": content_type, "policy": encoded},
         }
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            doomed = [k for k in self._objects if k.startswith(prefix)]
+            for key in doomed:
+                del self._objects[key]
+            return len(doomed)
 
     def post_form(self, fields: dict[str, str], data: bytes) -> None:
         """Test helper: upload through a form from presigned_post, enforcing its policy as S3
@@ -198,6 +206,11 @@ class InMemoryJobRepository:
                     return []
                 jobs = [j for j in jobs if (j.created_at, j.job_id) < (cursor.created_at, before)]
             return [j.model_copy(deep=True) for j in jobs[:limit]]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._chunks.pop(job_id, None)
 
     def _job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
@@ -337,3 +350,13 @@ class FakeTranscriber:
         if isinstance(response, Transcription):
             return response
         return Transcription(text=response, language=language or self._language)
+
+
+class InMemoryEventPublisher:
+    """Keeps what was published, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[DomainEvent] = []
+
+    def publish(self, *events: DomainEvent) -> None:
+        self.events.extend(events)

@@ -30,7 +30,7 @@ _SCHEMA_LOCK_KEY = 0x5777_0001
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
-    " created_at, updated_at, failure_reason, stats"
+    " created_at, updated_at, failure_reason, stats, webhook_url"
 )
 _LIST_FIRST_PAGE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
@@ -57,16 +57,29 @@ def apply_schema(conninfo: str) -> None:
         conn.execute(schema_sql().encode())  # no parameters: may hold several statements
 
 
-def create_pool(conninfo: str | Callable[[], str], max_size: int = 2) -> ConnectionPool:
-    """A pool for one Lambda container: small, and checking connections a freeze may have cut."""
+def create_pool(
+    conninfo: str | Callable[[], str],
+    max_size: int = 2,
+    *,
+    name: str = "sttpipe-jobs",
+    timeout_s: float = 10.0,
+    connect_kwargs: dict[str, Any] | None = None,
+    configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+) -> ConnectionPool:
+    """A pool for one Lambda container: small, and checking connections a freeze may have cut.
+
+    `timeout_s` bounds the wait for a connection; `connect_kwargs` go to every connect (they
+    replace the same keys of the conninfo); `configure` runs on each new connection."""
     return ConnectionPool(
         conninfo,
+        kwargs=connect_kwargs,
+        configure=configure,
         min_size=1,
         max_size=max(1, max_size),
         open=True,
         check=ConnectionPool.check_connection,
-        timeout=10.0,
-        name="sttpipe-jobs",
+        timeout=timeout_s,
+        name=name,
     )
 
 
@@ -171,6 +184,10 @@ class PostgresJobRepository:
             ).fetchall()
         return [Job.model_validate(r) for r in rows]
 
+    def delete(self, job_id: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,))  # chunks cascade
+
     @staticmethod
     def _require_job(conn: psycopg.Connection[Any], job_id: str) -> None:
         if conn.execute("SELECT 1 FROM jobs WHERE job_id = %s", (job_id,)).fetchone() is None:
@@ -207,10 +224,20 @@ def job_repository_from_settings(settings: Settings) -> PostgresJobRepository:
     return _repository(url, settings.database_secret_id, settings.database_pool_max)
 
 
+def conninfo_from_settings(settings: Settings) -> str | Callable[[], str]:
+    """The database to connect to: STT_DATABASE_URL, else the RDS secret."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return _conninfo(url, settings.database_secret_id)
+
+
+def _conninfo(url: str | None, secret_id: str | None) -> str | Callable[[], str]:
+    if url:
+        return url
+    if secret_id:
+        return conninfo_from_secret(secret_id)
+    raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")
+
+
 @functools.cache
 def _repository(url: str | None, secret_id: str | None, pool_max: int) -> PostgresJobRepository:
-    if url:
-        return PostgresJobRepository(create_pool(url, pool_max))
-    if secret_id:
-        return PostgresJobRepository(create_pool(conninfo_from_secret(secret_id), pool_max))
-    raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")
+    return PostgresJobRepository(create_pool(_conninfo(url, secret_id), pool_max))

@@ -16,6 +16,7 @@ from sttpipe.ports import ObjectNotFound
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -91,6 +92,24 @@ class S3ObjectStore:
             ExpiresIn=expires_s,
         )
         return dict(post)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """List and delete in pages of 1000 (the most one DeleteObjects call takes)."""
+        deleted = 0
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            objects: list[ObjectIdentifierTypeDef] = [
+                {"Key": o["Key"]} for o in page.get("Contents", [])
+            ]
+            if objects:
+                answer = self._s3.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+                if answer.get("Errors"):
+                    raise RuntimeError(f"S3 could not delete some objects: {answer['Errors'][:3]}")
+                deleted += len(objects)
+        return deleted
 
 
 def temp_suffix(key: str) -> str:

@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     stats           jsonb       NOT NULL DEFAULT '{}'::jsonb
 );
 
+-- Added after the first release: databases created before it gain the column here.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS webhook_url text;
+
 -- Listing a tenant's jobs newest first, paginated by the (created_at, job_id) cursor.
 CREATE INDEX IF NOT EXISTS jobs_tenant_created_idx
     ON jobs (tenant_id, created_at DESC, job_id DESC);
@@ -36,3 +39,31 @@ CREATE TABLE IF NOT EXISTS job_chunks (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, idx)
 );
+
+-- L3 of the transcript cache (sttpipe/cache/postgres.py): content-addressed entries, one per
+-- key, for chunks (kind 'chunk') and whole uploads ('upload'). `value` holds the same sealed
+-- bytes as Redis does. Rows past expires_at are never served; the cache warmer deletes them.
+CREATE TABLE IF NOT EXISTS chunk_cache (
+    namespace         text        NOT NULL,
+    key_id            text        NOT NULL CHECK (key_id ~ '^[0-9a-f]{64}$'),
+    kind              text        NOT NULL CHECK (kind IN ('chunk', 'upload')),
+    scope             text        NOT NULL,  -- the tenant, or '*' when tenants share entries
+    content_sha256    text        NOT NULL,  -- canonical-PCM hash (chunk) or object hash (upload)
+    model             text        NOT NULL,
+    pipeline_version  text        NOT NULL,
+    value             bytea       NOT NULL,
+    size_bytes        integer     GENERATED ALWAYS AS (octet_length(value)) STORED,
+    hits              bigint      NOT NULL DEFAULT 0,  -- at every level; the warmer ranks by it
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    last_hit_at       timestamptz,
+    expires_at        timestamptz NOT NULL,
+    PRIMARY KEY (namespace, key_id)
+);
+
+-- Purging expired rows.
+CREATE INDEX IF NOT EXISTS chunk_cache_expires_idx ON chunk_cache (expires_at);
+-- Warming: the most used entries of a namespace first.
+CREATE INDEX IF NOT EXISTS chunk_cache_hits_idx ON chunk_cache (namespace, hits DESC);
+-- Invalidation by model and by pipeline version.
+CREATE INDEX IF NOT EXISTS chunk_cache_model_idx ON chunk_cache (namespace, model);
+CREATE INDEX IF NOT EXISTS chunk_cache_version_idx ON chunk_cache (namespace, pipeline_version);

@@ -53,6 +53,8 @@ class Job(BaseModel):
     updated_at: datetime
     failure_reason: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+    # Called (signed, see sttpipe.adapters.webhook) once the job reaches a final status.
+    webhook_url: str | None = None
 
 
 class ChunkProgress(BaseModel):
@@ -86,6 +88,8 @@ class ChunkRef(BaseModel):
     start_ms: int = Field(ge=0)
     end_ms: int = Field(gt=0)
     pcm_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # The job's tenant, so that the worker can scope its cache lookups without a database read.
+    tenant_id: str = "default"
 
 
 class Segment(BaseModel):
@@ -177,3 +181,5 @@ class Manifest(BaseModel):
     chunks_total: int
     chunks_silent: int
     split_seconds: float
+    # SHA-256 of the uploaded object: the merge stores the finished transcript under it.
+    upload_sha256: str | None = None

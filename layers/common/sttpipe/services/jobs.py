@@ -1,17 +1,21 @@
-"""Job service behind the HTTP API: issue upload forms, report progress, hand out transcripts."""
+"""Job service behind the HTTP API: issue upload forms, report progress, hand out transcripts,
+delete jobs, and give operators queue and cache statistics. Every call names the caller's tenant;
+another tenant's job is treated exactly like one that does not exist."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkProgress, Job, JobStatus, JobView, Priority
-from sttpipe.ports import JobRepository, ObjectStore
+from sttpipe.domain.models import ChunkProgress, Job, JobStatus, JobView, Manifest, Priority
+from sttpipe.ports import CacheAdmin, JobRepository, ObjectNotFound, ObjectStore, QueueStats
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
 ALLOWED_CONTENT_TYPES = frozenset(
@@ -42,6 +46,11 @@ class UploadRequest(BaseModel):
     size_bytes: int = Field(gt=0)
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
     priority: Priority | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Called with a signed POST (HMAC-SHA256, see the README) when the job ends.",
+    )
 
     @field_validator("content_type")
     @classmethod
@@ -69,6 +78,9 @@ class JobStatusView(BaseModel):
     created_at: datetime
     updated_at: datetime
     progress: dict[str, int]
+    # Seconds until the transcript is likely ready, from the pace of the chunks so far;
+    # None until there is a pace to go by, 0 once the job is final.
+    eta_seconds: float | None = None
     chunks: list[ChunkProgress]
     failure_reason: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
@@ -79,11 +91,36 @@ class RequestRejected(ValueError):
     """The request is well-formed but cannot be accepted (e.g. over a limit)."""
 
 
+class JobBusy(RuntimeError):
+    """The job is being processed; it can be deleted once it has finished."""
+
+
+class FeatureUnavailable(RuntimeError):
+    """This deployment has no such part (no cache configured, no webhook secret)."""
+
+
+# A job's objects all live under these prefixes (keys.py), so deleting them deletes the job.
+_JOB_PREFIXES = ("uploads/{}/", "work/{}/", "transcripts/{}/")
+_RUNNING = frozenset({JobStatus.SPLITTING, JobStatus.TRANSCRIBING, JobStatus.MERGING})
+
+
 class JobService:
-    def __init__(self, store: ObjectStore, jobs: JobRepository, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        jobs: JobRepository,
+        settings: Settings,
+        *,
+        queues: QueueStats | None = None,
+        cache: CacheAdmin | None = None,
+        webhooks_enabled: bool = False,
+    ) -> None:
         self._store = store
         self._jobs = jobs
         self._settings = settings
+        self._queues = queues
+        self._cache = cache
+        self._webhooks = webhooks_enabled
 
     def create_upload(self, request: UploadRequest, tenant_id: str) -> UploadTicket:
         if request.size_bytes > self._settings.max_upload_bytes:
@@ -91,6 +128,10 @@ class JobService:
                 f"size_bytes {request.size_bytes} is over the limit of "
                 f"{self._settings.max_upload_bytes} bytes"
             )
+        if request.webhook_url is not None:
+            if not self._webhooks:
+                raise FeatureUnavailable("webhooks are not configured on this deployment")
+            check_webhook_url(request.webhook_url, self._settings.webhook_allow_insecure)
         now = datetime.now(UTC)
         job_id = uuid.uuid4().hex
         job = Job(
@@ -103,6 +144,7 @@ class JobService:
             upload_key=keys.upload(job_id, request.filename),
             created_at=now,
             updated_at=now,
+            webhook_url=request.webhook_url,
         )
         self._jobs.add(job)
         form = self._store.presigned_post(
@@ -119,13 +161,51 @@ class JobService:
         )
 
     def status(self, job_id: str, tenant_id: str) -> JobStatusView | None:
-        view = self._jobs.get(job_id)
-        if view is None or view.job.tenant_id != tenant_id:
-            return None
-        return self._status_view(view)
+        view = self._owned(job_id, tenant_id)
+        return None if view is None else self._status_view(view)
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None) -> list[Job]:
         return self._jobs.list_jobs(tenant_id, limit=limit, before=before)
+
+    def delete(self, job_id: str, tenant_id: str) -> dict[str, int] | None:
+        """Delete a job's objects, cache entries and rows; None when the tenant has no such job.
+
+        The rows go last, so a delete that failed half way can simply be repeated.
+        """
+        view = self._owned(job_id, tenant_id)
+        if view is None:
+            return None
+        if view.job.status in _RUNNING:
+            raise JobBusy(f"job {job_id} is {view.job.status}; delete it once it has finished")
+        hashes = self._content_hashes(job_id)
+        objects = sum(self._store.delete_prefix(p.format(job_id)) for p in _JOB_PREFIXES)
+        cached = self._cache.forget(tenant_id, hashes) if self._cache and hashes else 0
+        self._jobs.delete(job_id)
+        return {"objects_deleted": objects, "cache_entries_deleted": cached}
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        if self._queues is None:
+            raise FeatureUnavailable("queue statistics are not configured on this deployment")
+        urls = {p.value: self._settings.queue_url(p) for p in Priority}
+        return self._queues.depths({name: url for name, url in urls.items() if url})
+
+    def cache_admin(self) -> CacheAdmin:
+        if self._cache is None:
+            raise FeatureUnavailable("the transcript cache is not configured on this deployment")
+        return self._cache
+
+    def _owned(self, job_id: str, tenant_id: str) -> JobView | None:
+        view = self._jobs.get(job_id)
+        return view if view is not None and view.job.tenant_id == tenant_id else None
+
+    def _content_hashes(self, job_id: str) -> list[str]:
+        """What the job's cache entries are keyed by: its upload's and its chunks' hashes."""
+        try:
+            manifest = Manifest.model_validate_json(self._store.get_bytes(keys.manifest(job_id)))
+        except ObjectNotFound:
+            return []  # never split: nothing of it was cached
+        found = [c.pcm_sha256 for c in manifest.execution.chunks]
+        return found + ([manifest.upload_sha256] if manifest.upload_sha256 else [])
 
     def _status_view(self, view: JobView) -> JobStatusView:
         job = view.job
@@ -146,8 +226,41 @@ class JobService:
             created_at=job.created_at,
             updated_at=job.updated_at,
             progress={"chunks_total": view.chunks_total, "chunks_finished": view.chunks_finished},
+            eta_seconds=estimate_seconds_left(view, datetime.now(UTC)),
             chunks=view.chunks,
             failure_reason=job.failure_reason,
             stats=job.stats,
             downloads=downloads,
         )
+
+
+def estimate_seconds_left(view: JobView, now: datetime) -> float | None:
+    """Time left at the pace so far: the job entered TRANSCRIBING at `updated_at` (chunk
+    updates do not touch it), and chunks finish at a steady rate in parallel."""
+    job = view.job
+    if job.status.is_final:
+        return 0.0
+    if job.status is not JobStatus.TRANSCRIBING or view.chunks_finished == 0:
+        return None
+    elapsed = max((now - job.updated_at).total_seconds(), 0.0)
+    remaining = view.chunks_total - view.chunks_finished
+    return round(elapsed / view.chunks_finished * remaining, 1)
+
+
+def check_webhook_url(url: str, allow_insecure: bool) -> None:
+    """HTTPS to a public host; anything else could make the pipeline call into its own network."""
+    parts = urlsplit(url)
+    if parts.scheme not in (("https", "http") if allow_insecure else ("https",)):
+        raise RequestRejected(f"webhook_url must be an https:// URL, not {url!r}")
+    if not parts.hostname or parts.username or parts.password:
+        raise RequestRejected("webhook_url needs a host and must not carry credentials")
+    if allow_insecure:
+        return
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        if parts.hostname == "localhost" or parts.hostname.endswith(".internal"):
+            raise RequestRejected("webhook_url must name a public host") from None
+        return
+    if not address.is_global:
+        raise RequestRejected("webhook_url must name a public host")

@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from sttpipe.cache import CachedUpload, TranscriptCache
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkOutcome,
@@ -19,9 +20,10 @@ from sttpipe.domain.models import (
     Manifest,
     MergeTask,
 )
-from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
+from sttpipe.ports import JobRepository, Notifier, ObjectStore, TaskNoLongerWaiting, Workflow
 from sttpipe.transcript import (
     FailedChunk,
+    Transcript,
     assemble,
     render_json,
     render_srt,
@@ -40,10 +42,19 @@ _CONTENT_TYPES = {
 
 
 class MergeService:
-    def __init__(self, store: ObjectStore, jobs: JobRepository, workflow: Workflow) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        jobs: JobRepository,
+        workflow: Workflow,
+        cache: TranscriptCache | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._store = store
         self._jobs = jobs
         self._workflow = workflow
+        self._cache = cache
+        self._notifier = notifier
 
     def merge(self, task: MergeTask) -> JobStatus:
         started = time.monotonic()
@@ -80,17 +91,11 @@ class MergeService:
         if status is not JobStatus.FAILED:
             transcript = assemble(done, failed, language=manifest.execution.language)
             stats["merge_seconds"] = round(time.monotonic() - started, 3)
-            rendered = {
-                "txt": render_txt(transcript),
-                "json": render_json(transcript, stats=stats),
-                "srt": render_srt(transcript),
-                "vtt": render_vtt(transcript),
-            }
-            for fmt, body in rendered.items():
-                self._store.put_bytes(
-                    keys.transcript(task.job_id, fmt), body.encode(), _CONTENT_TYPES[fmt]
-                )
+            write_transcript(self._store, task.job_id, transcript, stats)
+            if status is JobStatus.COMPLETED and view is not None:
+                self._remember(view.job.tenant_id, manifest, transcript)
         self._jobs.finish(task.job_id, status, stats=stats, reason=job_reason)
+        self._announce(task.job_id)
         logger.info(
             "job merged",
             extra={"job_id": task.job_id, "status": status, "failed_chunks": len(failed)},
@@ -103,6 +108,28 @@ class MergeService:
             )
         return status
 
+    def _remember(self, tenant_id: str, manifest: Manifest, transcript: Transcript) -> None:
+        """Keep a completed transcript under its upload's hash: a re-upload is answered from it."""
+        if self._cache is None or manifest.upload_sha256 is None:
+            return
+        language = manifest.execution.language
+        chunk_keys = {
+            self._cache.chunk_key(c.pcm_sha256, tenant=c.tenant_id, language=language).id: (
+                c.pcm_sha256
+            )
+            for c in manifest.execution.chunks
+        }
+        self._cache.store_upload(
+            self._cache.upload_key(manifest.upload_sha256, tenant=tenant_id, language=language),
+            CachedUpload(
+                transcript=transcript,
+                duration_s=manifest.duration_s,
+                chunks=manifest.chunks_total,
+                chunks_silent=manifest.chunks_silent,
+                chunk_keys=chunk_keys,
+            ),
+        )
+
     def record_failure(self, notice: JobFailureNotice) -> None:
         reason = f"The job's state machine failed with {notice.error.error}" + (
             f": {notice.error.cause}" if notice.error.cause else "."
@@ -111,6 +138,28 @@ class MergeService:
             "job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason}
         )
         self._jobs.finish(notice.job_id, JobStatus.FAILED, stats={}, reason=reason)
+        self._announce(notice.job_id)
+
+    def _announce(self, job_id: str) -> None:
+        """Call the job's webhook with what was recorded (a repeated merge calls it again:
+        receivers deduplicate on the delivery id)."""
+        view = self._jobs.get(job_id) if self._notifier else None
+        if self._notifier and view and view.job.webhook_url:
+            self._notifier.job_finished(view.job)
+
+
+def write_transcript(
+    store: ObjectStore, job_id: str, transcript: Transcript, stats: dict[str, Any]
+) -> None:
+    """The job's transcript.txt/json/srt/vtt (the JSON carries the job's statistics)."""
+    rendered = {
+        "txt": render_txt(transcript),
+        "json": render_json(transcript, stats=stats),
+        "srt": render_srt(transcript),
+        "vtt": render_vtt(transcript),
+    }
+    for fmt, body in rendered.items():
+        store.put_bytes(keys.transcript(job_id, fmt), body.encode(), _CONTENT_TYPES[fmt])
 
 
 def _failure_reason(outcome: ChunkOutcome) -> str:

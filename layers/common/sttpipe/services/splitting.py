@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
 from sttpipe.audio import AudioError, SplitOptions, probe, split_file
+from sttpipe.cache import CachedUpload, Hit, TranscriptCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -24,6 +27,7 @@ from sttpipe.domain.models import (
     Manifest,
 )
 from sttpipe.ports import JobRepository, ObjectStore, Workflow
+from sttpipe.services.merging import write_transcript
 
 logger = Logger(child=True)
 
@@ -40,12 +44,18 @@ class SplitOutcome:
 
 class SplitterService:
     def __init__(
-        self, store: ObjectStore, jobs: JobRepository, workflow: Workflow, settings: Settings
+        self,
+        store: ObjectStore,
+        jobs: JobRepository,
+        workflow: Workflow,
+        settings: Settings,
+        cache: TranscriptCache | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._workflow = workflow
         self._settings = settings
+        self._cache = cache
 
     def handle_upload(self, raw_key: str, etag: str = "") -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
@@ -101,7 +111,16 @@ class SplitterService:
         )
         progress: list[ChunkProgress] = []
         refs: list[ChunkRef] = []
+        upload_sha256: str | None = None
         with self._store.download(job.upload_key) as audio_file:
+            if self._cache is not None:
+                upload_sha256 = _sha256(audio_file)
+                key = self._cache.upload_key(
+                    upload_sha256, tenant=job.tenant_id, language=job.language
+                )
+                cached = self._cache.upload(key)
+                if cached is not None:
+                    return self._answer_from_cache(job, cached, started)
             info = probe(audio_file.name)
             logger.info(
                 "splitting",
@@ -125,6 +144,7 @@ class SplitterService:
                             start_ms=chunk.start_ms,
                             end_ms=chunk.end_ms,
                             pcm_sha256=chunk.pcm_sha256,
+                            tenant_id=job.tenant_id,
                         )
                     )
 
@@ -140,6 +160,7 @@ class SplitterService:
             chunks_total=len(progress),
             chunks_silent=len(progress) - len(refs),
             split_seconds=round(time.monotonic() - started, 3),
+            upload_sha256=upload_sha256,
         )
         self._store.put_bytes(
             keys.manifest(job.job_id), manifest.model_dump_json().encode(), "application/json"
@@ -152,3 +173,36 @@ class SplitterService:
             extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
         )
         return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(refs))
+
+    def _answer_from_cache(
+        self, job: Job, cached: Hit[CachedUpload], started: float
+    ) -> SplitOutcome:
+        """The same file was transcribed before: no splitting, no speech API, done now."""
+        upload = cached.value
+        stats: dict[str, Any] = {
+            "duration_s": upload.duration_s,
+            "chunks": upload.chunks,
+            "chunks_silent": upload.chunks_silent,
+            "chunks_transcribed": upload.chunks - upload.chunks_silent,
+            "chunks_failed": 0,
+            "speech_api_calls": 0,
+            "cache_hits": {"L1": 0, "L2": 0, "L3": 0},
+            "upload_cache_hit": cached.level.value,
+            "split_seconds": round(time.monotonic() - started, 3),
+            "transcribe_seconds": 0.0,
+        }
+        write_transcript(self._store, job.job_id, upload.transcript, stats)
+        self._jobs.finish(job.job_id, JobStatus.COMPLETED, stats=stats)
+        logger.info(
+            "upload answered from the cache",
+            extra={"job_id": job.job_id, "level": cached.level, "chunks": upload.chunks},
+        )
+        return SplitOutcome(job.job_id, JobStatus.COMPLETED)
+
+
+def _sha256(file: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    file.seek(0)
+    while block := file.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()

@@ -6,11 +6,12 @@ import time
 
 from aws_lambda_powertools import Logger
 
+from sttpipe.cache import CachedChunk, CacheLevel, TranscriptCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask, ChunkTranscript, Segment
+from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask, ChunkTranscript
 from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
-from sttpipe.speech.base import SpeechError, Transcriber, Transcription
+from sttpipe.speech.base import SpeechError, Transcriber
 
 logger = Logger(child=True)
 
@@ -29,12 +30,14 @@ class WorkerService:
         workflow: Workflow,
         transcriber: Transcriber,
         settings: Settings,
+        cache: TranscriptCache | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._workflow = workflow
         self._transcriber = transcriber
         self._settings = settings
+        self._cache = cache
 
     def process(
         self, task: ChunkTask, receive_count: int, remaining_s: float | None = None
@@ -87,31 +90,35 @@ class WorkerService:
             logger.warning("state machine stopped waiting before the answer", extra=log_keys)
 
     def _transcribe(self, task: ChunkTask, remaining_s: float | None) -> ChunkTranscript:
+        """The chunk's transcript from the cache, or from the speech API (then cached)."""
         chunk = task.chunk
-        audio = self._store.get_bytes(chunk.key)
+        language = task.language or self._settings.default_language
         started = time.monotonic()
-        result: Transcription = self._transcriber.transcribe(
-            audio,
-            chunk.key.rsplit("/", 1)[-1],
-            language=task.language or self._settings.default_language,
-            remaining_s=remaining_s,
-        )
-        offset = chunk.start_ms
-        return ChunkTranscript(
-            index=chunk.index,
-            start_ms=chunk.start_ms,
-            end_ms=chunk.end_ms,
-            text=result.text.strip(),
-            segments=[
-                Segment(
-                    start_ms=offset + round(s.start_s * 1000),
-                    end_ms=min(chunk.end_ms, offset + round(s.end_s * 1000)),
-                    text=s.text.strip(),
-                    chunk_index=chunk.index,
-                )
-                for s in result.segments
-            ],
-            api_calls=result.attempts,
+        api_calls = 0
+
+        def call_api() -> CachedChunk:
+            nonlocal api_calls
+            result = self._transcriber.transcribe(
+                self._store.get_bytes(chunk.key),
+                chunk.key.rsplit("/", 1)[-1],
+                language=language,
+                remaining_s=remaining_s,
+            )
+            api_calls = result.attempts
+            return CachedChunk.of(result)
+
+        level: CacheLevel | None = None
+        if self._cache is None:
+            value = call_api()
+        else:
+            key = self._cache.chunk_key(chunk.pcm_sha256, tenant=chunk.tenant_id, language=language)
+            # Waiting for another worker's call must leave time to make our own.
+            wait_s = None if remaining_s is None else max(0.0, remaining_s / 2)
+            value, level = self._cache.chunk(key, call_api, wait_s=wait_s)
+        return value.placed(
+            chunk,
+            api_calls=api_calls,
+            cache_level=level,
             seconds=round(time.monotonic() - started, 3),
         )
 
