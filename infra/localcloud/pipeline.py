@@ -16,11 +16,9 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from localcloud.cloud import DEFAULT_TEMPLATE, LocalCloud
-from localcloud.emulators import Emulator
 from localcloud.provision import ExtraSecret
 from localcloud.services import ServiceUnavailable, ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer, Switches
@@ -32,8 +30,8 @@ log = logging.getLogger(__name__)
 
 SAMCONFIG = DEFAULT_TEMPLATE.with_name("samconfig.toml")
 
-# Locally there is no X-Ray daemon to send traces to, and webhook receivers run on 127.0.0.1.
-LOCAL_FUNCTION_ENV = {"POWERTOOLS_TRACE_DISABLED": "true", "STT_WEBHOOK_ALLOW_INSECURE": "true"}
+# Webhook receivers of local jobs run on 127.0.0.1.
+LOCAL_FUNCTION_ENV = {"STT_WEBHOOK_ALLOW_INSECURE": "true"}
 LOCAL_TENANT = "local"
 
 
@@ -47,34 +45,24 @@ def samconfig_local() -> tuple[str, dict[str, str]]:
 
 class LocalPipeline:
     """See the module docstring. `speech_switches` sets the speech server's latency and faults;
-    the other arguments are LocalCloud's."""
+    `parameter_overrides` and `function_env` add to the local defaults; every other keyword
+    (emulator, concurrency, log_dir, echo_logs, api_port, visibility_timeout_cap_s, poll) goes to
+    LocalCloud as it is."""
 
     def __init__(
         self,
         *,
-        emulator: str | Emulator = "moto",
         engine: str = "faster-whisper",
         speech_switches: Switches | None = None,
         parameter_overrides: Mapping[str, str] | None = None,
         function_env: Mapping[str, str] | None = None,
-        concurrency: int | Mapping[str, int] = 2,
-        log_dir: Path | None = None,
-        echo_logs: bool = False,
-        api_port: int = 0,
-        visibility_timeout_cap_s: int | None = None,
-        poll: bool = True,
+        **cloud_options: Any,
     ) -> None:
-        self._emulator = emulator
         self._engine = engine
         self._switches = speech_switches
         self._overrides = dict(parameter_overrides or {})
         self._function_env = {**LOCAL_FUNCTION_ENV, **(function_env or {})}
-        self._concurrency = concurrency
-        self._log_dir = log_dir
-        self._echo_logs = echo_logs
-        self._api_port = api_port
-        self._visibility_cap = visibility_timeout_cap_s
-        self._poll = poll
+        self._cloud_options = cloud_options
         self._exit = ExitStack()
         self.speech: SpeechServer
         self.cloud: LocalCloud
@@ -95,7 +83,6 @@ class LocalPipeline:
             stack_name, overrides = samconfig_local()
             self.cloud = self._exit.enter_context(
                 LocalCloud(
-                    emulator=self._emulator,
                     stack_name=stack_name,
                     parameter_overrides={
                         **overrides,
@@ -109,12 +96,7 @@ class LocalPipeline:
                         )
                     },
                     function_env={**cache_env, **self._function_env},
-                    concurrency=self._concurrency,
-                    log_dir=self._log_dir,
-                    echo_logs=self._echo_logs,
-                    api_port=self._api_port,
-                    visibility_timeout_cap_s=self._visibility_cap,
-                    poll=self._poll,
+                    **self._cloud_options,
                 )
             )
         except BaseException:
