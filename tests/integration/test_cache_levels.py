@@ -253,6 +253,26 @@ def test_invalidating_a_model_or_a_pipeline_version_leaves_the_others(fleet: Fle
     assert cache.get(old_model, CHUNKS) is None and cache.get(new_model, CHUNKS) is not None
 
 
+def test_forgetting_contents_drops_a_tenants_entries_of_them_at_every_level(fleet: Fleet) -> None:
+    cache = fleet.container()
+    mine = chunk_key(fleet, 8)
+    other_model = chunk_key(fleet, 8, model="b")
+    other_tenant = CacheKey.build(
+        EntryKind.CHUNK, f"{8:064x}", KeyParams(fleet.namespace, "u", "m", "en", None, "json", "1")
+    )
+    unrelated = chunk_key(fleet, 9)
+    cache.put_many(
+        {mine: value(), other_model: value(), other_tenant: value(), unrelated: value()}, CHUNKS
+    )
+
+    assert cache.forget_contents("t", [f"{8:064x}"]) == 2
+    for gone in (mine, other_model):
+        assert held(fleet.l2(), gone) is None and held(fleet.l3(), gone) is None
+        assert cache.get(gone, CHUNKS) is None
+    for kept in (other_tenant, unrelated):
+        assert held(fleet.l2(), kept) == "hello" and held(fleet.l3(), kept) == "hello"
+
+
 # ---- corrupt entries ------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from sttpipe.adapters.sqs import SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
 from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
 from sttpipe.cache import TranscriptCache, build_transcript_cache
+from sttpipe.cache.transcripts import CacheAdministration
 from sttpipe.config import get_settings
 from sttpipe.observability import (
     EventMetrics,
@@ -63,6 +64,11 @@ def workflow() -> Workflow:
 def transcript_cache() -> TranscriptCache | None:
     """None when STT_CACHE_ENABLED is off."""
     return build_transcript_cache(get_settings(), emit=cache_metric_sink(metric_recorder()))
+
+
+def _cache_administration() -> CacheAdministration | None:
+    cache = transcript_cache()
+    return None if cache is None else CacheAdministration(cache)
 
 
 @cache
@@ -115,5 +121,6 @@ def job_service() -> JobService:
         job_repository(),
         get_settings(),
         queues=SqsQueueStats(),
+        cache=_cache_administration(),
         webhooks_enabled=notifier() is not None,
     )

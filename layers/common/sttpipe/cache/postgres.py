@@ -111,6 +111,29 @@ class PostgresCache:
                     (self._namespace, [k.id for k in keys]),
                 )
 
+    def delete_contents(self, scope: str, content_sha256s: Sequence[str]) -> list[CacheKey]:
+        """Delete every entry of these contents in `scope` (any model, language, version);
+        returns their keys so that the other levels can drop the same entries."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "DELETE FROM chunk_cache WHERE namespace = %s AND scope = %s"
+                " AND content_sha256 = ANY(%s)"
+                " RETURNING kind, key_id, content_sha256, model, pipeline_version",
+                (self._namespace, scope, list(content_sha256s)),
+            ).fetchall()
+        return [
+            CacheKey(
+                namespace=self._namespace,
+                kind=EntryKind(kind),
+                id=key_id,
+                content_sha256=content,
+                model=model,
+                pipeline_version=version,
+                scope=scope,
+            )
+            for kind, key_id, content, model, version in rows
+        ]
+
     def delete_matching(
         self, *, model: str | None = None, pipeline_version: str | None = None
     ) -> int:

@@ -269,6 +269,15 @@ class TieredCache:
             backend.delete_many(keys)
         self._bump_generation()
 
+    def forget_contents(self, scope: str, content_sha256s: Sequence[str]) -> int:
+        """Delete the entries of these contents in `scope` at every level. L3 knows which
+        entries exist; an entry only in L2 (L3 was down when it was written) expires by TTL."""
+        keys = self.l3.delete_contents(scope, content_sha256s) if self.l3 is not None else []
+        if self.l2 is not None:
+            self.l2.delete_many(keys)
+        self._bump_generation()
+        return len(keys)
+
     def invalidate_matching(
         self, *, model: str | None = None, pipeline_version: str | None = None
     ) -> int:

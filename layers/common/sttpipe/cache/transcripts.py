@@ -5,7 +5,7 @@ services, the cache warmer, the API and the CLI need ("never pay twice for the s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -227,6 +227,12 @@ class TranscriptCache:
         self.tiered.invalidate([key, *chunk_keys])
         return len(chunk_keys)
 
+    def forget_contents(self, tenant: str, content_sha256s: Sequence[str]) -> int:
+        """Delete a tenant's entries of these contents (chunk PCM or upload hashes) everywhere.
+        With entries shared across tenants, the shared ones go: the owner wants them gone."""
+        scope = SHARED_SCOPE if self._shared else tenant
+        return self.tiered.forget_contents(scope, content_sha256s)
+
     def invalidate_model(self, model: str) -> int:
         return self.tiered.invalidate_matching(model=model)
 
@@ -262,3 +268,21 @@ class TranscriptCache:
                 for level, (entries, size) in self.tiered.usage().items()
             },
         )
+
+
+class CacheAdministration:
+    """The HTTP API's view of the cache (the `CacheAdmin` port)."""
+
+    def __init__(self, cache: TranscriptCache) -> None:
+        self._cache = cache
+
+    def forget(self, scope: str, content_sha256s: Sequence[str]) -> int:
+        return self._cache.forget_contents(scope, content_sha256s)
+
+    def invalidate(self, *, model: str | None = None, pipeline_version: str | None = None) -> int:
+        return self._cache.tiered.invalidate_matching(
+            model=model, pipeline_version=pipeline_version
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return self._cache.stats().model_dump()
