@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from aws_lambda_powertools.utilities.parameters import base as parameters_base
+
+from localcloud.emulators import LocalStackEmulator
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +19,22 @@ def fresh_powertools_providers() -> Iterator[None]:
     parameters_base.DEFAULT_PROVIDERS.clear()
     yield
     parameters_base.DEFAULT_PROVIDERS.clear()
+
+
+@pytest.fixture(scope="session")
+def localstack() -> Iterator[LocalStackEmulator]:
+    """One LocalStack on this host for the whole session, started when a test first needs it.
+
+    Missing, it skips the test on a developer's machine but fails it in CI (CI=true), where
+    scripts/test has installed it: the LocalStack tests must never pass by not running."""
+    emulator = LocalStackEmulator()
+    if not emulator.available():
+        message = (
+            f"LocalStack is not installed at {emulator.venv}; ./scripts/test installs it "
+            "(requirements/localstack.txt), or set STT_LOCALSTACK_VENV"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with emulator:
+        yield emulator

@@ -29,8 +29,10 @@ VISIBILITY_CAP_S = 6
 
 @pytest.fixture(scope="module", params=["moto", "localstack"])
 def pipeline(request: pytest.FixtureRequest) -> Iterator[LocalPipeline]:
+    # LocalStack: the session's one (tests/conftest.py); moto: a new one for this module.
+    emulator = request.getfixturevalue("localstack") if request.param == "localstack" else "moto"
     with LocalPipeline(
-        emulator=request.param,
+        emulator=emulator,
         visibility_timeout_cap_s=VISIBILITY_CAP_S,
         # A worker that has not answered in 60 s has failed; keeps the failure tests bounded.
         parameter_overrides={"ChunkHeartbeatSeconds": "60", "MergeHeartbeatSeconds": "60"},

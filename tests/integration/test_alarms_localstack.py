@@ -31,18 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 
-@pytest.fixture(scope="session")
-def localstack() -> Iterator[LocalStackEmulator]:
-    emulator = LocalStackEmulator()
-    if not emulator.available():
-        pytest.skip(
-            f"LocalStack is not installed at {emulator.venv}; install localstack-core there "
-            "(see /work/shared/ENVIRONMENT.md) or set STT_LOCALSTACK_VENV"
-        )
-    with emulator:
-        yield emulator
-
-
 @dataclass
 class Deployed:
     localstack: LocalStackEmulator

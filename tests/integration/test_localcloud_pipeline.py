@@ -86,18 +86,6 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 60.0, what: str =
     raise AssertionError(f"gave up waiting for {what or probe}")
 
 
-@pytest.fixture(scope="session")
-def localstack() -> Iterator[LocalStackEmulator]:
-    emulator = LocalStackEmulator()
-    if not emulator.available():
-        pytest.skip(
-            f"LocalStack is not installed at {emulator.venv}; install localstack-core there "
-            "(see /work/shared/ENVIRONMENT.md) or set STT_LOCALSTACK_VENV"
-        )
-    with emulator:
-        yield emulator
-
-
 @pytest.fixture(
     params=[
         pytest.param("moto", id="moto"),
