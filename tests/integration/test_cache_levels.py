@@ -31,6 +31,7 @@ from localcloud.runtime import LambdaContext
 from sttpipe import bootstrap
 from sttpipe.adapters.memory import (
     FakeTranscriber,
+    InMemoryEventPublisher,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
@@ -50,9 +51,10 @@ from sttpipe.cache.base import seal, unseal
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.postgres import PostgresCache
 from sttpipe.cache.redis import RedisCache, redis_client
-from sttpipe.cache.transcripts import CHUNKS
+from sttpipe.cache.transcripts import CHUNKS, CacheAdministration
 from sttpipe.config import Settings, get_settings
 from sttpipe.domain import keys
+from sttpipe.domain.events import CacheInvalidated
 from sttpipe.domain.models import (
     ChunkOutcome,
     ChunkProgress,
@@ -586,3 +588,17 @@ def test_the_warmer_handler_promotes_reports_and_emits_its_metric(
         json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
     ]
     assert [r["CacheEntriesWarmed"] for r in emitted if "CacheEntriesWarmed" in r] == [[1.0]]
+
+
+def test_the_api_view_of_the_cache_announces_what_it_drops(fleet: Fleet) -> None:
+    events = InMemoryEventPublisher()
+    cache = fleet.transcripts()
+    admin = CacheAdministration(cache, events)
+    cache.tiered.put_many({chunk_key(fleet, 10): value(), chunk_key(fleet, 11): value()}, CHUNKS)
+
+    assert admin.forget("t", [f"{10:064x}"]) == 1
+    assert admin.invalidate(model="m") == 1
+    forgotten, invalidated = events.events
+    assert isinstance(forgotten, CacheInvalidated) and isinstance(invalidated, CacheInvalidated)
+    assert (forgotten.tenant_id, forgotten.entries) == ("t", 1)
+    assert invalidated.entries == 1 and "model m" in invalidated.reason

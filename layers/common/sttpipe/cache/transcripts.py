@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field
 from sttpipe import PIPELINE_VERSION
 from sttpipe.cache.base import SHARED_SCOPE, CacheKey, CacheLevel, EntryKind, KeyParams
 from sttpipe.cache.tiered import Hit, TieredCache
+from sttpipe.domain.events import CacheInvalidated
 from sttpipe.domain.models import ChunkRef, ChunkTranscript, Segment
+from sttpipe.ports import EventPublisher
 from sttpipe.speech.base import Transcription
 from sttpipe.transcript import Transcript
 
@@ -271,18 +273,32 @@ class TranscriptCache:
 
 
 class CacheAdministration:
-    """The HTTP API's view of the cache (the `CacheAdmin` port)."""
+    """The HTTP API's view of the cache (the `CacheAdmin` port); announces what it drops."""
 
-    def __init__(self, cache: TranscriptCache) -> None:
+    def __init__(self, cache: TranscriptCache, events: EventPublisher | None = None) -> None:
         self._cache = cache
+        self._events = events
 
     def forget(self, scope: str, content_sha256s: Sequence[str]) -> int:
-        return self._cache.forget_contents(scope, content_sha256s)
+        dropped = self._cache.forget_contents(scope, content_sha256s)
+        self._announce(scope, dropped, "a job's recordings were deleted")
+        return dropped
 
     def invalidate(self, *, model: str | None = None, pipeline_version: str | None = None) -> int:
-        return self._cache.tiered.invalidate_matching(
-            model=model, pipeline_version=pipeline_version
+        tiered = self._cache.tiered
+        dropped = tiered.invalidate_matching(model=model, pipeline_version=pipeline_version)
+        named = ", ".join(
+            f"{name} {value}"
+            for name, value in (("model", model), ("pipeline version", pipeline_version))
+            if value
         )
+        self._announce(SHARED_SCOPE, dropped, f"invalidated by {named}")
+        return dropped
+
+    def _announce(self, tenant_id: str, entries: int, reason: str) -> None:
+        if self._events is not None:
+            event = CacheInvalidated(tenant_id=tenant_id, entries=entries, reason=reason)
+            self._events.publish(event)
 
     def stats(self) -> dict[str, Any]:
         return self._cache.stats().model_dump()
