@@ -7,7 +7,11 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError, UnauthorizedError
+from aws_lambda_powertools.event_handler.exceptions import (
+    ForbiddenError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
@@ -32,6 +36,10 @@ app = APIGatewayHttpResolver(enable_validation=True)
 # Claims that name the tenant, first found wins: Cognito's custom attribute (ID tokens), a
 # generic issuer's claim, else the user itself is the tenant.
 TENANT_CLAIMS = ("custom:tenant_id", "tenant_id", "sub")
+# Fleet-wide actions need this group (Cognito's cognito:groups claim; another issuer must send
+# the same claim). API Gateway passes a list claim as "[a b]".
+OPERATORS_GROUP = "operators"
+GROUPS_CLAIM = "cognito:groups"
 JOB_ID = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job id from /uploads.")]
 OPENAPI_INFO: dict[str, Any] = {
     "title": "sttpipe",
@@ -60,6 +68,12 @@ def tenant() -> str:
         if claims.get(name):
             return str(claims[name])
     raise UnauthorizedError("the token names no tenant")
+
+
+def require_operator() -> None:
+    claims = app.current_event.request_context.authorizer.jwt_claim or {}
+    if OPERATORS_GROUP not in str(claims.get(GROUPS_CLAIM, "")).strip("[]").split():
+        raise ForbiddenError(f"only members of the {OPERATORS_GROUP!r} group may do this")
 
 
 @app.post("/uploads")
@@ -120,6 +134,7 @@ def cache_stats() -> dict[str, Any]:
 @tracer.capture_method
 def invalidate_cache(request: Annotated[CacheInvalidation, Body()]) -> dict[str, int]:
     tenant()
+    require_operator()  # it drops every tenant's entries of that model or version
     if request.model is None and request.pipeline_version is None:
         raise RequestRejected("name a model, a pipeline_version or both")
     removed = (

@@ -33,9 +33,16 @@ class LocalJwtAuth:
     issuer: str = LOCAL_ISSUER
     audience: str = LOCAL_AUDIENCE
 
-    def mint(self, tenant_id: str, *, ttl_s: int = 12 * 3600, subject: str | None = None) -> str:
+    def mint(
+        self,
+        tenant_id: str,
+        *,
+        ttl_s: int = 12 * 3600,
+        subject: str | None = None,
+        groups: tuple[str, ...] = (),
+    ) -> str:
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": subject or f"user-of-{tenant_id}",
@@ -43,6 +50,8 @@ class LocalJwtAuth:
             "iat": now,
             "exp": now + ttl_s,
         }
+        if groups:
+            claims["cognito:groups"] = list(groups)
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
     def verify(self, authorization: str | None) -> dict[str, str]:
@@ -63,7 +72,7 @@ class LocalJwtAuth:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(str(exc)) from exc
-        return {name: str(value) for name, value in claims.items()}
+        return {name: _as_api_gateway_passes(value) for name, value in claims.items()}
 
 
 @dataclass(frozen=True)
@@ -92,3 +101,8 @@ class RouteAuth:
                     method = str(event_props.get("Method", "ANY")).upper()
                     public.add(f"{method} {event_props.get('Path')}")
         return cls(frozenset(protected), frozenset(public))
+
+
+def _as_api_gateway_passes(value: Any) -> str:
+    """HTTP APIs hand JWT claims to the function as strings, a list as "[a b]"."""
+    return f"[{' '.join(map(str, value))}]" if isinstance(value, list) else str(value)

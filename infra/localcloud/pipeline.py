@@ -123,9 +123,10 @@ class LocalPipeline:
     def api_url(self) -> str:
         return self.cloud.api_url
 
-    def token(self, tenant_id: str = LOCAL_TENANT) -> str:
-        """A bearer token the local API gateway accepts, for one tenant."""
-        return self.cloud.auth.mint(tenant_id)
+    def token(self, tenant_id: str = LOCAL_TENANT, *, operator: bool = False) -> str:
+        """A bearer token the local API gateway accepts, for one tenant; an operator's may also
+        invalidate the shared cache."""
+        return self.cloud.auth.mint(tenant_id, groups=("operators",) if operator else ())
 
     def describe(self) -> dict[str, Any]:
         """Where everything runs, for people and for `stt up`'s state file."""

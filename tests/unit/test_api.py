@@ -81,7 +81,13 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
 
 
 def event(
-    method: str, path: str, *, tenant: str | None = "acme", body: Any = None, query: str = ""
+    method: str,
+    path: str,
+    *,
+    tenant: str | None = "acme",
+    body: Any = None,
+    query: str = "",
+    groups: str | None = None,
 ) -> dict[str, Any]:
     template = json.loads((ROOT / "events/api-get-job.json").read_text())
     template.pop("pathParameters", None)
@@ -96,7 +102,10 @@ def event(
     if tenant is None:
         del template["requestContext"]["authorizer"]
     else:
-        template["requestContext"]["authorizer"]["jwt"]["claims"]["custom:tenant_id"] = tenant
+        claims = template["requestContext"]["authorizer"]["jwt"]["claims"]
+        claims["custom:tenant_id"] = tenant
+        if groups is not None:
+            claims["cognito:groups"] = groups  # API Gateway passes a list claim as "[a b]"
     return template
 
 
@@ -245,7 +254,18 @@ def test_queue_depths_by_priority_come_from_sqs(api: SimpleNamespace) -> None:
 def test_cache_endpoints_say_when_there_is_no_cache(api: SimpleNamespace) -> None:
     status, answer = call(api, "GET", "/stats/cache")
     assert status == 501 and "cache is not configured" in answer["message"]
-    assert call(api, "POST", "/cache/invalidations", body={})[0] == 400
+    operator = "[readers operators]"
+    assert call(api, "POST", "/cache/invalidations", body={}, groups=operator)[0] == 400
+    status, answer = call(api, "POST", "/cache/invalidations", body={"model": "m"}, groups=operator)
+    assert status == 501 and "cache is not configured" in answer["message"]
+
+
+def test_only_operators_may_invalidate_the_fleets_cache(api: SimpleNamespace) -> None:
+    for groups in (None, "[readers]", "[operatorsx]"):
+        status, answer = call(
+            api, "POST", "/cache/invalidations", body={"model": "m"}, groups=groups
+        )
+        assert status == 403 and "operators" in answer["message"]
 
 
 def test_committed_openapi_document_is_up_to_date(api: SimpleNamespace) -> None:
