@@ -87,9 +87,8 @@ class PublishingJobRepository:
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
         return self._inner.list_jobs(tenant_id, limit, before)
 
-    def __getattr__(self, name: str) -> Any:
-        # Methods added to JobRepository later pass through unannounced until wrapped above.
-        return getattr(self._inner, name)
+    def delete(self, job_id: str) -> None:
+        self._inner.delete(job_id)
 
 
 class FanOut:
