@@ -11,10 +11,12 @@ from functools import cache
 from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.postgres import job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
-from sttpipe.adapters.sqs import SqsQueueStats
+from sttpipe.adapters.sqs import SqsMessageSender, SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
 from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
 from sttpipe.cache import TranscriptCache, build_transcript_cache
+from sttpipe.cache.factory import redis_url
+from sttpipe.cache.redis import redis_client
 from sttpipe.cache.transcripts import CacheAdministration
 from sttpipe.config import get_settings
 from sttpipe.observability import (
@@ -25,13 +27,29 @@ from sttpipe.observability import (
     cache_metric_sink,
     throttle_counter,
 )
-from sttpipe.ports import EventPublisher, JobRepository, Notifier, ObjectStore, Workflow
+from sttpipe.ports import (
+    EventPublisher,
+    JobRepository,
+    MessageSender,
+    Notifier,
+    ObjectStore,
+    Workflow,
+)
 from sttpipe.services.jobs import JobService
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.cloudru import build_transcriber, get_http_client
+from sttpipe.speech.limits import (
+    BreakingTranscriber,
+    CircuitBreaker,
+    FleetLimiter,
+    LimitedTranscriber,
+    LimitPolicy,
+    LocalSlots,
+    RedisSlots,
+)
 from sttpipe.speech.resplit import ResplittingTranscriber
 
 
@@ -79,18 +97,54 @@ def splitter_service() -> SplitterService:
 
 
 @cache
+def message_sender() -> MessageSender:
+    return SqsMessageSender()
+
+
+@cache
+def speech_limiter() -> FleetLimiter:
+    """The fleet-wide limit on speech calls in flight, on the cache's Redis when there is one."""
+    settings = get_settings()
+    policy = LimitPolicy(
+        max_limit=settings.speech_limit,
+        min_limit=min(settings.speech_limit_min, settings.speech_limit),
+        decrease=settings.speech_limit_decrease,
+        hold_s=settings.speech_limit_hold_s,
+        lease_s=settings.speech_lease_s,
+    )
+    url = redis_url(settings)
+    shared = (
+        RedisSlots(
+            redis_client(url, settings.cache_redis_timeout_s), settings.cache_namespace, policy
+        )
+        if url
+        else None
+    )
+    return FleetLimiter(shared, LocalSlots(policy), redis_cooldown_s=settings.cache_cooldown_s)
+
+
+@cache
 def worker_service() -> WorkerService:
     settings = get_settings()
-    # Counts 429s on every attempt, also those retried inside the client.
-    get_http_client(settings).event_hooks["response"].append(throttle_counter(metric_recorder()))
+    hooks = get_http_client(settings).event_hooks["response"]
+    # Both see every attempt, also those retried inside the client: 429s are counted and
+    # steer the adaptive limit.
+    hooks.append(throttle_counter(metric_recorder()))
+    hooks.append(speech_limiter().response_hook)
+    # Outermost first: a 413 re-splits the chunk; an open circuit calls nothing; each call
+    # holds a fleet slot; each real call to the API is measured.
+    transcriber = ResplittingTranscriber(
+        BreakingTranscriber(
+            LimitedTranscriber(
+                MeteredTranscriber(build_transcriber(settings), metric_recorder()),
+                speech_limiter(),
+                max_wait_s=settings.speech_slot_wait_s,
+            ),
+            CircuitBreaker(settings.speech_breaker_failures, settings.speech_breaker_cooldown_s),
+        )
+    )
     return WorkerService(
-        object_store(),
-        job_repository(),
-        workflow(),
-        # A 413 re-splits the chunk; each real call to the API is measured.
-        ResplittingTranscriber(MeteredTranscriber(build_transcriber(settings), metric_recorder())),
-        settings,
-        transcript_cache(),
+        object_store(), job_repository(), workflow(), transcriber, settings, transcript_cache()
     )
 
 

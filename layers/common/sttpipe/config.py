@@ -61,6 +61,33 @@ class Settings(BaseSettings):
     # the priority queues' redrive maxReceiveCount in template.yaml.
     max_receives: int = 3
 
+    # Back-pressure on the speech API (sttpipe.speech.limits): speech calls in flight across the
+    # whole fleet (shared in Redis, per container while Redis is down), cut on 429s by
+    # speech_limit_decrease at most once per speech_limit_hold_s, raised by 1/limit per success.
+    speech_limit: int = Field(default=4, ge=1)
+    speech_limit_min: int = Field(default=1, ge=1)
+    speech_limit_decrease: float = Field(default=0.5, gt=0, lt=1)
+    speech_limit_hold_s: float = Field(default=2.0, ge=0)
+    # A slot not released for this long is a dead worker's; keep above the worker's timeout.
+    speech_lease_s: float = Field(default=330.0, gt=0)
+    speech_slot_wait_s: float = Field(default=60.0, ge=0)
+    # After this many calls in a row failed (5xx, timeout, connection), stop calling for the
+    # cool-down; the chunk's message is put back on its queue with a delay meanwhile.
+    speech_breaker_failures: int = Field(default=3, ge=1)
+    speech_breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    # How often one chunk may be put back that way; after that a chunk the API was not called
+    # for counts as a failed delivery, so that a long outage still ends the job.
+    max_deferrals: int = Field(default=20, ge=0)
+
+    # Worker: SendTaskHeartbeat every this many seconds while a chunk is being transcribed;
+    # keep well under the template's ChunkHeartbeatSeconds.
+    heartbeat_interval_s: float = Field(default=60.0, gt=0)
+    # A chunk message that is malformed or larger than this goes straight to its queue's DLQ.
+    max_message_bytes: int = Field(default=16 * 1024, ge=1024)
+    dead_letter_url_high: str = ""
+    dead_letter_url_normal: str = ""
+    dead_letter_url_low: str = ""
+
     # Transcript cache (sttpipe.cache): L1 this container's memory, L2 Redis (ElastiCache),
     # L3 the job database's chunk_cache table. docs/configuration.md, "Cache", explains each.
     cache_enabled: bool = True
@@ -95,6 +122,13 @@ class Settings(BaseSettings):
             Priority.HIGH: self.queue_url_high,
             Priority.NORMAL: self.queue_url_normal,
             Priority.LOW: self.queue_url_low,
+        }[priority]
+
+    def dead_letter_url(self, priority: Priority) -> str:
+        return {
+            Priority.HIGH: self.dead_letter_url_high,
+            Priority.NORMAL: self.dead_letter_url_normal,
+            Priority.LOW: self.dead_letter_url_low,
         }[priority]
 
 

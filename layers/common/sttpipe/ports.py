@@ -89,6 +89,21 @@ class Workflow(Protocol):
     def heartbeat(self, task_token: str) -> None: ...
 
 
+class MessageSender(Protocol):
+    """Puts a message on a queue (SQS): deferred chunks back on theirs, bad ones on the DLQ."""
+
+    def send(
+        self,
+        queue_url: str,
+        body: str,
+        *,
+        delay_s: int = 0,
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """`attributes` become String message attributes (the body is a validated schema)."""
+        ...
+
+
 class EventPublisher(Protocol):
     """Announces domain events (sttpipe.domain.events); EventBridge on AWS."""
 

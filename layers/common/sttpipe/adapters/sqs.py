@@ -1,4 +1,4 @@
-"""Queue depths from SQS (approximate, as SQS itself counts them)."""
+"""SQS: queue depths (approximate, as SQS itself counts them) and sending messages."""
 
 from __future__ import annotations
 
@@ -36,3 +36,29 @@ class SqsQueueStats:
             )["Attributes"]
             depths[name] = {field: int(found.get(attr) or 0) for field, attr in _ATTRIBUTES.items()}
         return depths
+
+
+class SqsMessageSender:
+    # SQS's longest per-message delay.
+    MAX_DELAY_S = 900
+
+    def __init__(self, client: SQSClient | None = None) -> None:
+        self._sqs = client or default_sqs_client()
+
+    def send(
+        self,
+        queue_url: str,
+        body: str,
+        *,
+        delay_s: int = 0,
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        self._sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=body,
+            DelaySeconds=max(0, min(self.MAX_DELAY_S, delay_s)),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in (attributes or {}).items()
+            },
+        )

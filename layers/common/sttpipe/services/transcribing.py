@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aws_lambda_powertools import Logger
 
@@ -11,7 +14,7 @@ from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask, ChunkTranscript
 from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
-from sttpipe.speech.base import SpeechError, Transcriber
+from sttpipe.speech.base import SpeechBackPressure, SpeechError, Transcriber
 
 logger = Logger(child=True)
 
@@ -20,6 +23,39 @@ CHUNK_FAILED = "Chunk.Failed"
 
 class ChunkRetryLater(Exception):
     """The chunk failed for a reason that may pass: leave the message to come back."""
+
+
+class ChunkDeferred(Exception):
+    """The API was not called (circuit open, no slot free): put the message back on its queue,
+    delayed by `delay_s`, as a fresh message, so that the wait does not use up a receive."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"chunk deferred by {delay_s:.1f} s")
+        self.delay_s = delay_s
+
+
+@contextmanager
+def heartbeats(workflow: Workflow, task_token: str, interval_s: float) -> Iterator[None]:
+    """SendTaskHeartbeat every `interval_s` from a daemon thread while the block runs, so that a
+    long transcription (retries, a slow API) is not taken for a dead worker. Stopped on exit."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                workflow.heartbeat(task_token)
+            except TaskNoLongerWaiting:
+                return  # the task timed out or was answered: the result will be dropped
+            except Exception:  # a missed beat is not fatal; the next may pass
+                logger.exception("task heartbeat failed")
+
+    thread = threading.Thread(target=beat, name="task-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class WorkerService:
@@ -40,9 +76,15 @@ class WorkerService:
         self._cache = cache
 
     def process(
-        self, task: ChunkTask, receive_count: int, remaining_s: float | None = None
+        self,
+        task: ChunkTask,
+        receive_count: int,
+        remaining_s: float | None = None,
+        *,
+        may_defer: bool = True,
     ) -> None:
-        """Transcribe `task.chunk`; raises ChunkRetryLater when SQS should deliver it again.
+        """Transcribe `task.chunk`; raises ChunkRetryLater when SQS should deliver it again, and
+        (if `may_defer`) ChunkDeferred when the API was not called at all.
 
         `remaining_s` is the invocation's time left: retries of the speech API stop before it.
         """
@@ -58,15 +100,21 @@ class WorkerService:
         result_key = keys.chunk_result(task.job_id, chunk.index)
         try:
             if self._store.size(result_key) is None:
+                interval_s = self._settings.heartbeat_interval_s
+                with heartbeats(self._workflow, task.task_token, interval_s):
+                    transcript = self._transcribe(task, remaining_s)
                 self._store.put_bytes(
-                    result_key,
-                    self._transcribe(task, remaining_s).model_dump_json().encode(),
-                    "application/json",
+                    result_key, transcript.model_dump_json().encode(), "application/json"
                 )
             else:
                 # A previous delivery stored the result but did not get to answer the token.
                 logger.info("chunk result already stored", extra=log_keys)
         except SpeechError as exc:
+            if isinstance(exc, SpeechBackPressure) and may_defer:
+                logger.info(
+                    "speech API not called; chunk deferred", extra={**log_keys, "why": str(exc)}
+                )
+                raise ChunkDeferred(exc.retry_after_s or 1.0) from exc
             final = not exc.retryable or receive_count >= self._settings.max_receives
             logger.warning(
                 "chunk transcription failed",

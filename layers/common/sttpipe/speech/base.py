@@ -66,6 +66,15 @@ class TransientSpeechError(SpeechError):
         self.retry_after_s = retry_after_s
 
 
+class SpeechBackPressure(TransientSpeechError):
+    """The API was not called at all (circuit open, no fleet slot free): come back after
+    `retry_after_s` without counting this as a failed attempt of the chunk."""
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.attempts = 0  # no HTTP call was made
+
+
 class PermanentSpeechError(SpeechError):
     """Any other 4xx: the request itself is wrong and trying again cannot help."""
 

@@ -1,0 +1,155 @@
+"""The per-container halves of the speech API back-pressure: AIMD slots, the circuit breaker,
+and the limiter's fall-back when Redis cannot be reached (a real client on a closed port)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from sttpipe.adapters.memory import FakeTranscriber
+from sttpipe.cache.redis import redis_client
+from sttpipe.speech.base import SpeechBackPressure, TransientSpeechError
+from sttpipe.speech.limits import (
+    BreakingTranscriber,
+    CircuitBreaker,
+    FleetLimiter,
+    LimitedTranscriber,
+    LimitPolicy,
+    LocalSlots,
+    RedisSlots,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_local_slots_cut_on_429_once_per_hold_and_recover_slowly() -> None:
+    clock = Clock()
+    slots = LocalSlots(LimitPolicy(max_limit=8, min_limit=1, hold_s=2.0), clock)
+    assert slots.feedback(throttled=True) == 4.0
+    assert slots.feedback(throttled=True) == 4.0  # same burst: one cut
+    clock.now += 2.0
+    assert slots.feedback(throttled=True) == 2.0
+    for _ in range(3):
+        clock.now += 2.0
+        slots.feedback(throttled=True)
+    assert slots.feedback(throttled=False) == pytest.approx(2.0)  # floor 1, then +1/1
+    # Additive increase: about one slot per `limit` successes, never above the maximum.
+    successes = 0
+    while slots.feedback(throttled=False) < 8:
+        successes += 1
+    assert 20 < successes < 40
+    assert slots.feedback(throttled=False) == 8
+
+
+def test_local_slots_hold_the_limit() -> None:
+    slots = LocalSlots(LimitPolicy(max_limit=2))
+    assert slots.try_acquire("a", 1) and slots.try_acquire("b", 1)
+    assert not slots.try_acquire("c", 1)
+    slots.release("a")
+    assert slots.try_acquire("c", 1)
+
+
+def test_limiter_refuses_after_its_wait_and_never_calls_the_api() -> None:
+    limiter = FleetLimiter(None, LocalSlots(LimitPolicy(max_limit=1)), poll_s=0.01)
+    api = FakeTranscriber(default="hello")
+    limited = LimitedTranscriber(api, limiter, max_wait_s=0.05)
+    with limiter.slot(0), pytest.raises(SpeechBackPressure) as raised:
+        limited.transcribe(b"x", "a.flac", language="en")
+    assert raised.value.attempts == 0
+    assert api.calls == []
+    assert limited.transcribe(b"x", "a.flac", language="en").text == "hello"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_limiter_degrades_to_the_container_when_redis_is_down() -> None:
+    policy = LimitPolicy(max_limit=2)
+    dead = RedisSlots(redis_client(f"redis://127.0.0.1:{_closed_port()}/0", 0.2), "t", policy)
+    limiter = FleetLimiter(dead, LocalSlots(policy), poll_s=0.01, redis_cooldown_s=60)
+    api = FakeTranscriber(default="ok")
+    limited = LimitedTranscriber(api, limiter, max_wait_s=1)
+    assert limited.transcribe(b"x", "a.flac", language="en").text == "ok"
+    limiter.feedback(throttled=True)  # no exception: the local limit is cut instead
+    # The local limit (now 1) is what holds.
+    with limiter.slot(0), pytest.raises(SpeechBackPressure):
+        limited.transcribe(b"x", "a.flac", language="en")
+    assert len(api.calls) == 1
+
+
+def test_limited_calls_never_exceed_the_limit_across_threads() -> None:
+    limiter = FleetLimiter(None, LocalSlots(LimitPolicy(max_limit=3)), poll_s=0.005)
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    class Counting(FakeTranscriber):
+        def transcribe(self, *args: object, **kwargs: object):
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            try:
+                threading.Event().wait(0.01)
+                return super().transcribe(*args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                with lock:
+                    in_flight -= 1
+
+    limited = LimitedTranscriber(Counting(default="x"), limiter, max_wait_s=30)
+    threads = [
+        threading.Thread(target=limited.transcribe, args=(b"x", "a"), kwargs={"language": None})
+        for _ in range(12)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 3
+
+
+def _failure(status: int | None) -> TransientSpeechError:
+    return TransientSpeechError("boom", status_code=status)
+
+
+def test_breaker_opens_after_consecutive_failures_then_lets_one_trial_through() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=2, cooldown_s=30, clock=clock)
+    api = FakeTranscriber([_failure(503), _failure(None), _failure(503)], default="back")
+    breaking = BreakingTranscriber(api, breaker)
+    for _ in range(2):
+        with pytest.raises(TransientSpeechError):
+            breaking.transcribe(b"x", "a", language=None)
+    with pytest.raises(SpeechBackPressure) as raised:
+        breaking.transcribe(b"x", "a", language=None)
+    assert raised.value.retry_after_s == 30
+    assert len(api.calls) == 2
+    clock.now += 30
+    with pytest.raises(TransientSpeechError):  # the trial fails: open again at once
+        breaking.transcribe(b"x", "a", language=None)
+    with pytest.raises(SpeechBackPressure):
+        breaking.transcribe(b"x", "a", language=None)
+    clock.now += 30
+    assert breaking.transcribe(b"x", "a", language=None).text == "back"
+    assert not breaker.is_open
+    assert len(api.calls) == 4
+
+
+def test_breaker_ignores_429_and_client_errors() -> None:
+    breaker = CircuitBreaker(failures=1, cooldown_s=30)
+    api = FakeTranscriber([_failure(429)], default="ok")
+    breaking = BreakingTranscriber(api, breaker)
+    with pytest.raises(TransientSpeechError):
+        breaking.transcribe(b"x", "a", language=None)
+    assert not breaker.is_open
+    assert breaking.transcribe(b"x", "a", language=None).text == "ok"
