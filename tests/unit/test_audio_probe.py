@@ -23,7 +23,14 @@ from sttpipe.audio import (
     probe,
     split_file,
 )
-from sttpipe.audio.testing import read_pcm, silence, tone, write_encoded, write_wav
+from sttpipe.audio.testing import (
+    read_pcm,
+    silence,
+    tone,
+    write_encoded,
+    write_video_without_audio,
+    write_wav,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
 
@@ -218,19 +225,8 @@ def test_text_file_named_mp3(tmp_path: Path) -> None:
 
 
 def test_video_without_audio_track(tmp_path: Path) -> None:
-    import av
-
     path = tmp_path / "silent_film.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width = stream.height = 32
-        for i in range(5):
-            frame = av.VideoFrame(32, 32, "yuv420p")
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_video_without_audio(path)
 
     with pytest.raises(InvalidAudioError, match="no audio track") as caught:
         probe(path)

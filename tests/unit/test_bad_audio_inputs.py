@@ -14,10 +14,15 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import pytest
 
-from sttpipe.audio.testing import read_pcm, tone, write_encoded, write_wav
+from sttpipe.audio.testing import (
+    read_pcm,
+    tone,
+    write_encoded,
+    write_video_without_audio,
+    write_wav,
+)
 from sttpipe.domain import keys
 from sttpipe.domain.models import JobStatus
 from tests.unit.test_splitter_service import JOB_ID, SAMPLE, World
@@ -57,16 +62,7 @@ def text_named_mp3(tmp: Path) -> Path:
 
 def video_without_audio(tmp: Path) -> Path:
     path = tmp / "silent_film.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width = stream.height = 32
-        for i in range(5):
-            frame = av.VideoFrame(32, 32, "yuv420p")
-            for plane in frame.planes:
-                plane.update(bytes(plane.buffer_size))
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_video_without_audio(path)
     return path
 
 

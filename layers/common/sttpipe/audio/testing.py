@@ -122,3 +122,17 @@ def speak(text: str, voice: str = "slt") -> bytes:
             if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (SAMPLE_RATE, 1, 2):
                 raise ValueError(f"flite voice {voice} does not speak 16 kHz mono s16")
             return w.readframes(w.getnframes())
+
+
+def write_video_without_audio(path: str | os.PathLike[str]) -> None:
+    """A tiny MP4 with one video stream and no audio track (an upload the splitter refuses)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        for i in range(5):
+            frame = av.VideoFrame(32, 32, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
