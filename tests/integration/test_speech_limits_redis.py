@@ -1,8 +1,10 @@
-"""The fleet-wide speech API limit on the real Redis (127.0.0.1:6379): several limiters (as
-several containers would have) share one limit, dead workers' leases expire, 429s cut it."""
+"""The fleet-wide speech API limit and circuit breaker on the real Redis (127.0.0.1:6379):
+several limiters (as several containers would have) share one limit, dead workers' leases
+expire, 429s cut it; several breakers share one circuit with one trial call fleet-wide."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Iterator
@@ -10,8 +12,19 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from sttpipe.adapters.memory import FakeTranscriber
 from sttpipe.cache.redis import redis_client
-from sttpipe.speech.limits import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
+from sttpipe.speech.base import PermanentSpeechError, SpeechBackPressure, TransientSpeechError
+from sttpipe.speech.limits import (
+    Breaker,
+    BreakingTranscriber,
+    FleetLimiter,
+    LimitPolicy,
+    LocalSlots,
+    RedisSlots,
+    circuit_breaker,
+)
+from tests.unit.test_speech_limits import dead_redis
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -25,7 +38,8 @@ def namespace() -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.skip(f"no Redis on {URL}: {exc}")
     yield name
-    client.delete(*(f"{name}:speech:{k}" for k in ("leases", "limit", "waiters", "waiters-seen")))
+    keys = ("leases", "limit", "waiters", "waiters-seen", "breaker", "breaker:trial")
+    client.delete(*(f"{name}:speech:{k}" for k in keys))
     client.close()
 
 
@@ -104,3 +118,169 @@ def test_a_waiter_that_stopped_asking_does_not_block_the_queue(namespace: str) -
     assert not shared.try_acquire("low", 2)
     threading.Event().wait(1.1)
     assert shared.try_acquire("low", 2)
+
+
+def _breaker(
+    namespace: str,
+    *,
+    failures: int = 1,
+    cooldown_s: float = 30.0,
+    trial_lease_s: float = 30.0,
+    client: redis.Redis | None = None,
+) -> Breaker:
+    """One container's breaker, as bootstrap builds it (on the real Redis unless `client`)."""
+    return circuit_breaker(
+        client or redis_client(URL, 2.0),
+        namespace,
+        failures=failures,
+        cooldown_s=cooldown_s,
+        trial_lease_s=trial_lease_s,
+        redis_cooldown_s=60,
+    )
+
+
+def _call(breaking: BreakingTranscriber) -> str:
+    return breaking.transcribe(b"x", "a.flac", language=None).text
+
+
+def _failure(status: int | None) -> TransientSpeechError:
+    return TransientSpeechError("boom", status_code=status)
+
+
+def test_failures_in_two_containers_open_the_circuit_for_both(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    first, second = _breaker(namespace, failures=2), _breaker(namespace, failures=2)
+    first_api = FakeTranscriber([_failure(503)], default="ok")
+    second_api = FakeTranscriber([_failure(None)], default="ok")  # a timeout
+    with pytest.raises(TransientSpeechError):
+        _call(BreakingTranscriber(first_api, first))
+    assert not second.is_open
+    with pytest.raises(TransientSpeechError):
+        _call(BreakingTranscriber(second_api, second))
+    assert first.is_open and second.is_open
+    for api, breaker in ((first_api, first), (second_api, second)):
+        with pytest.raises(SpeechBackPressure) as deferred:
+            _call(BreakingTranscriber(api, breaker))
+        assert deferred.value.retry_after_s == pytest.approx(30, abs=1)
+        assert len(api.calls) == 1  # the second call never reached the API
+    # Logged by the container that opened it only.
+    assert sum(r.getMessage() == "speech API circuit opened" for r in caplog.records) == 1
+
+
+def test_after_the_cool_down_one_trial_fleet_wide_and_its_failure_reopens(
+    namespace: str,
+) -> None:
+    first, second = _breaker(namespace, cooldown_s=0.2), _breaker(namespace, cooldown_s=0.2)
+    first.before_call()
+    first.record(failed=True)
+    threading.Event().wait(0.25)
+    first.before_call()  # the trial
+    for breaker in (second, first):  # nobody else, not even the same container again
+        with pytest.raises(SpeechBackPressure) as deferred:
+            breaker.before_call()
+        assert deferred.value.retry_after_s == pytest.approx(0.02)  # a tenth of the cool-down
+    first.record(failed=True)
+    with pytest.raises(SpeechBackPressure) as deferred:
+        second.before_call()
+    assert deferred.value.retry_after_s == pytest.approx(0.2, abs=0.05)  # a fresh cool-down
+    threading.Event().wait(0.25)
+    second.before_call()  # the failed trial freed the marker: the next trial may start
+
+
+def test_a_trial_that_succeeds_closes_the_circuit_for_every_container(namespace: str) -> None:
+    first, second = (_breaker(namespace, failures=2, cooldown_s=0.2) for _ in range(2))
+    for breaker in (first, second):
+        breaker.before_call()
+        breaker.record(failed=True)
+    threading.Event().wait(0.25)
+    api = FakeTranscriber(default="back")
+    assert _call(BreakingTranscriber(api, second)) == "back"  # the trial
+    assert not first.is_open and not second.is_open
+    first.before_call()
+    first.record(failed=True)
+    assert not first.is_open  # the count started again from zero
+    first.before_call()
+    first.record(failed=True)
+    threading.Event().wait(0.25)
+    first.before_call()  # the next trial: the success freed the last one's marker
+
+
+def test_a_dead_trial_holder_does_not_keep_the_circuit_half_open(namespace: str) -> None:
+    first = _breaker(namespace, cooldown_s=0.2, trial_lease_s=0.3)
+    second = _breaker(namespace, cooldown_s=0.2, trial_lease_s=0.3)
+    first.before_call()
+    first.record(failed=True)
+    threading.Event().wait(0.25)
+    first.before_call()  # the trial, and then this container dies
+    with pytest.raises(SpeechBackPressure):
+        second.before_call()
+    threading.Event().wait(0.35)
+    second.before_call()  # the marker expired: another trial
+
+
+def test_a_trial_that_got_no_slot_lets_another_container_try_and_leaves_it_open(
+    namespace: str,
+) -> None:
+    first, second = _breaker(namespace, cooldown_s=0.2), _breaker(namespace, cooldown_s=0.2)
+    first.before_call()
+    first.record(failed=True)
+    threading.Event().wait(0.25)
+    no_slot = FakeTranscriber([SpeechBackPressure("no slot free", retry_after_s=0.1)])
+    with pytest.raises(SpeechBackPressure):
+        _call(BreakingTranscriber(no_slot, first))  # the trial never reached the API
+    assert first.is_open and second.is_open  # which says nothing about the API
+    second.before_call()  # the next trial
+
+
+def test_a_late_failure_elsewhere_does_not_free_the_running_trial(namespace: str) -> None:
+    first, second = _breaker(namespace, cooldown_s=0.2), _breaker(namespace, cooldown_s=0.2)
+    second.before_call()  # a call that will fail late, after the circuit opened
+    first.before_call()
+    first.record(failed=True)
+    threading.Event().wait(0.25)
+    first.before_call()  # the trial
+    second.record(failed=True)  # reopens the circuit...
+    threading.Event().wait(0.25)
+    with pytest.raises(SpeechBackPressure):
+        second.before_call()  # ...but the trial still runs and decides
+    first.record(failed=False)
+    assert not second.is_open
+    second.before_call()
+
+
+def test_429s_and_client_errors_do_not_count(namespace: str) -> None:
+    first, second = _breaker(namespace), _breaker(namespace)
+    first_api = FakeTranscriber([_failure(429)], default="ok")
+    second_api = FakeTranscriber([PermanentSpeechError("bad", status_code=400), _failure(502)])
+    with pytest.raises(TransientSpeechError):
+        _call(BreakingTranscriber(first_api, first))
+    with pytest.raises(PermanentSpeechError):
+        _call(BreakingTranscriber(second_api, second))
+    assert not first.is_open and not second.is_open
+    with pytest.raises(TransientSpeechError):
+        _call(BreakingTranscriber(second_api, second))  # a 5xx does, and opens it for both
+    with pytest.raises(SpeechBackPressure):
+        _call(BreakingTranscriber(first_api, first))
+    assert len(first_api.calls) == 1
+
+
+def test_without_redis_a_container_breaks_alone_and_warns(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    fleet = _breaker(namespace)
+    cut_off, other_cut_off = (_breaker(namespace, client=dead_redis()) for _ in range(2))
+    fleet.before_call()
+    fleet.record(failed=True)
+    assert fleet.is_open
+    api = FakeTranscriber([_failure(503)], default="ok")
+    with pytest.raises(TransientSpeechError):  # it cannot see the fleet's open circuit...
+        _call(BreakingTranscriber(api, cut_off))
+    with pytest.raises(SpeechBackPressure):  # ...but its own failure opens its own
+        _call(BreakingTranscriber(api, cut_off))
+    assert len(api.calls) == 1
+    other_cut_off.before_call()  # which is not shared either
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 2  # once per cut-off container, then not during the cool-down

@@ -1,12 +1,15 @@
 """The per-container halves of the speech API back-pressure: AIMD slots, the circuit breaker,
-and the limiter's fall-back when Redis cannot be reached (a real client on a closed port)."""
+and the limiter's and breaker's fall-back when Redis cannot be reached (a real client on a closed
+port, or a stand-in that fails on demand)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 
 import pytest
+import redis
 
 from sttpipe.adapters.memory import FakeTranscriber
 from sttpipe.cache.redis import redis_client
@@ -14,11 +17,13 @@ from sttpipe.speech.base import SpeechBackPressure, TransientSpeechError
 from sttpipe.speech.limits import (
     BreakingTranscriber,
     CircuitBreaker,
+    FleetBreaker,
     FleetLimiter,
     LimitedTranscriber,
     LimitPolicy,
     LocalSlots,
     RedisSlots,
+    circuit_breaker,
 )
 
 
@@ -68,15 +73,17 @@ def test_limiter_refuses_after_its_wait_and_never_calls_the_api() -> None:
     assert limited.transcribe(b"x", "a.flac", language="en").text == "hello"
 
 
-def _closed_port() -> int:
+def dead_redis() -> redis.Redis:
+    """A real client of a Redis that is not there: every call fails at once."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    return redis_client(f"redis://127.0.0.1:{port}/0", 0.2)
 
 
 def test_limiter_degrades_to_the_container_when_redis_is_down() -> None:
     policy = LimitPolicy(max_limit=2)
-    dead = RedisSlots(redis_client(f"redis://127.0.0.1:{_closed_port()}/0", 0.2), "t", policy)
+    dead = RedisSlots(dead_redis(), "t", policy)
     limiter = FleetLimiter(dead, LocalSlots(policy), poll_s=0.01, redis_cooldown_s=60)
     api = FakeTranscriber(default="ok")
     limited = LimitedTranscriber(api, limiter, max_wait_s=1)
@@ -145,6 +152,22 @@ def test_breaker_opens_after_consecutive_failures_then_lets_one_trial_through() 
     assert len(api.calls) == 4
 
 
+def test_a_trial_that_got_no_slot_neither_closes_the_circuit_nor_blocks_the_next_trial() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, cooldown_s=30, clock=clock)
+    no_slot = SpeechBackPressure("no slot free", retry_after_s=0.1)
+    api = FakeTranscriber([_failure(503), no_slot], default="back")
+    breaking = BreakingTranscriber(api, breaker)
+    with pytest.raises(TransientSpeechError):
+        breaking.transcribe(b"x", "a", language=None)
+    clock.now += 30
+    with pytest.raises(SpeechBackPressure):  # the trial's call found no slot
+        breaking.transcribe(b"x", "a", language=None)
+    assert breaker.is_open
+    assert breaking.transcribe(b"x", "a", language=None).text == "back"  # the next trial
+    assert not breaker.is_open
+
+
 def test_breaker_ignores_429_and_client_errors() -> None:
     breaker = CircuitBreaker(failures=1, cooldown_s=30)
     api = FakeTranscriber([_failure(429)], default="ok")
@@ -153,3 +176,91 @@ def test_breaker_ignores_429_and_client_errors() -> None:
         breaking.transcribe(b"x", "a", language=None)
     assert not breaker.is_open
     assert breaking.transcribe(b"x", "a", language=None).text == "ok"
+
+
+def _redis_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("Redis unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_breaker_without_redis_is_the_containers_own() -> None:
+    breaker = circuit_breaker(
+        None, "t", failures=1, cooldown_s=30, trial_lease_s=30, redis_cooldown_s=30
+    )
+    assert isinstance(breaker, CircuitBreaker)
+
+
+def test_breaker_degrades_to_the_container_when_redis_is_down_and_tries_it_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    breaker = circuit_breaker(
+        dead_redis(), "t", failures=2, cooldown_s=30, trial_lease_s=30, redis_cooldown_s=0.3
+    )
+    api = FakeTranscriber([_failure(503), _failure(503)], default="ok")
+    breaking = BreakingTranscriber(api, breaker)
+    for _ in range(2):
+        with pytest.raises(TransientSpeechError):
+            breaking.transcribe(b"x", "a", language=None)
+    assert breaker.is_open  # this container's own count opened it
+    with pytest.raises(SpeechBackPressure):
+        breaking.transcribe(b"x", "a", language=None)
+    assert len(api.calls) == 2
+    assert _redis_warnings(caplog) == 1  # Redis is not asked again during its cool-down
+    threading.Event().wait(0.35)
+    with pytest.raises(SpeechBackPressure):
+        breaking.transcribe(b"x", "a", language=None)
+    assert _redis_warnings(caplog) == 2
+
+
+class FlakyShared:
+    """Stands in for the Redis breaker: always closed, keeps the outcomes, or is unreachable."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.outcomes: list[bool] = []
+
+    def _reach(self) -> None:
+        if self.down:
+            raise redis.ConnectionError("Redis is down")
+
+    def before_call(self) -> None:
+        self._reach()
+
+    def record(self, *, failed: bool) -> None:
+        self._reach()
+        self.outcomes.append(failed)
+
+    def release(self) -> None:
+        self._reach()
+
+    @property
+    def is_open(self) -> bool:
+        self._reach()
+        return False
+
+
+def test_each_outcome_goes_to_the_breaker_that_let_its_call_through() -> None:
+    clock = Clock()
+    shared, local = FlakyShared(), CircuitBreaker(failures=1, cooldown_s=30, clock=clock)
+    breaker = FleetBreaker(shared, local, redis_cooldown_s=10, clock=clock)
+    shared.down = True
+    breaker.before_call()
+    breaker.record(failed=True)
+    assert breaker.is_open and local.is_open
+    clock.now += 30
+    breaker.before_call()  # Redis is still down: the local trial
+    clock.now += 10  # the trial outlasts Redis's cool-down, and Redis is back
+    shared.down = False
+    breaker.record(failed=False)  # still the local trial's outcome: it closes the local circuit
+    assert not local.is_open
+    assert shared.outcomes == []
+    breaker.before_call()  # through Redis now
+    shared.down = True
+    breaker.record(failed=True)  # lost on the way to Redis: counted by this container instead
+    assert local.is_open
+    shared.down = False
+    clock.now += 10
+    breaker.before_call()  # through Redis again, although the local circuit is open
+    breaker.record(failed=False)
+    assert shared.outcomes == [False]
+    assert local.is_open  # untouched by a call it did not let through

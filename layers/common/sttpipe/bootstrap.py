@@ -42,13 +42,14 @@ from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.cloudru import build_transcriber, get_http_client
 from sttpipe.speech.limits import (
+    Breaker,
     BreakingTranscriber,
-    CircuitBreaker,
     FleetLimiter,
     LimitedTranscriber,
     LimitPolicy,
     LocalSlots,
     RedisSlots,
+    circuit_breaker,
 )
 from sttpipe.speech.resplit import ResplittingTranscriber
 
@@ -124,6 +125,21 @@ def speech_limiter() -> FleetLimiter:
 
 
 @cache
+def speech_breaker() -> Breaker:
+    """The circuit breaker on the speech API, shared by the fleet through the cache's Redis."""
+    settings = get_settings()
+    url = redis_url(settings)
+    return circuit_breaker(
+        redis_client(url, settings.cache_redis_timeout_s) if url else None,
+        settings.cache_namespace,
+        failures=settings.speech_breaker_failures,
+        cooldown_s=settings.speech_breaker_cooldown_s,
+        trial_lease_s=settings.speech_lease_s,
+        redis_cooldown_s=settings.cache_cooldown_s,
+    )
+
+
+@cache
 def worker_service() -> WorkerService:
     settings = get_settings()
     hooks = get_http_client(settings).event_hooks["response"]
@@ -140,7 +156,7 @@ def worker_service() -> WorkerService:
                 speech_limiter(),
                 max_wait_s=settings.speech_slot_wait_s,
             ),
-            CircuitBreaker(settings.speech_breaker_failures, settings.speech_breaker_cooldown_s),
+            speech_breaker(),
         )
     )
     return WorkerService(
