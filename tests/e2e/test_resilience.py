@@ -46,6 +46,10 @@ def pipeline() -> Iterator[LocalPipeline]:
             "STT_SPEECH_LEASE_S": "40",
             "STT_CACHE_LEASE_S": "25",
             "STT_CACHE_LEASE_WAIT_S": "20",
+            # Failed deliveries come back after 1 s, then 2 s (30 s, 60 s... in production).
+            "STT_RETRY_BACKOFF_BASE_S": "1",
+            # A chunk failing on purpose may open the shared circuit; later tests must not wait.
+            "STT_SPEECH_BREAKER_COOLDOWN_S": "2",
         },
     ) as running:
         if running.redis_url is None:
@@ -56,7 +60,13 @@ def pipeline() -> Iterator[LocalPipeline]:
 @pytest.fixture
 def client(pipeline: LocalPipeline) -> Iterator[PipelineClient]:
     pipeline.speech.control(
-        rate_5xx=0.0, rate_429=0.0, rate_hang=0.0, script=[], latency_s=0.0, retry_after_s=0.2
+        rate_5xx=0.0,
+        rate_429=0.0,
+        rate_hang=0.0,
+        script=[],
+        latency_s=0.0,
+        retry_after_s=0.2,
+        fail_files={},
     )
     pipeline.speech.reset_stats()
     api = PipelineClient(pipeline.api_url, token=pipeline.token())
@@ -134,6 +144,8 @@ def test_a_chunk_delivered_again_while_it_is_transcribed_costs_one_call(
     worker = pipeline.cloud.host.stats("WorkerFunction")
     assert worker.invocations > transcribed(job)  # the second deliveries did happen
     assert job["progress"]["chunks_finished"] == len(job["chunks"])  # counted once each
+    # The result a second delivery took from the cache did not replace the one that paid.
+    assert job["stats"]["speech_api_calls"] == transcribed(job)
 
 
 def test_a_hanging_api_times_out_is_retried_and_the_job_ends_in_bounded_time(

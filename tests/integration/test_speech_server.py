@@ -138,6 +138,25 @@ def test_429_carries_retry_after(server: SpeechServer, http: httpx.Client) -> No
     assert "Retry-After" not in limited.headers
 
 
+def test_a_file_named_in_fail_files_always_fails_and_others_do_not(
+    server: SpeechServer, http: httpx.Client
+) -> None:
+    server.control(fail_files={"00001.flac": 500})
+    audio = spoken("flac")
+
+    def status(name: str) -> int:
+        return http.post(
+            "/v1/audio/transcriptions",
+            headers={"Authorization": f"Bearer {server.api_key}"},
+            data={"model": DEFAULT_MODEL},
+            files={"file": (name, audio)},
+        ).status_code
+
+    assert [status("00001.flac") for _ in range(3)] == [500, 500, 500]
+    assert status("00002.flac") == 200
+    assert http.post("/control", json={"fail_files": {"x.flac": 200}}).status_code == 400
+
+
 def test_stats_count_and_reset(server: SpeechServer, http: httpx.Client) -> None:
     post(http, server.api_key, audio=spoken("wav"))  # type: ignore[arg-type]
     post(http, "wrong")

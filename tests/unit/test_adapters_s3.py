@@ -58,6 +58,12 @@ def served_store(
     return store
 
 
+def test_a_conditional_put_stores_once_and_then_refuses(store: S3ObjectStore) -> None:
+    assert store.put_bytes_if_absent("work/j/results/00001.json", b"first", "application/json")
+    assert not store.put_bytes_if_absent("work/j/results/00001.json", b"second", "text/plain")
+    assert store.get_bytes("work/j/results/00001.json") == b"first"
+
+
 def test_put_get_size(store: S3ObjectStore) -> None:
     store.put_bytes("results/0.json", b'{"a": 1}', "application/json")
     assert store.get_bytes("results/0.json") == b'{"a": 1}'

@@ -33,6 +33,7 @@ from sttpipe.adapters.memory import (
     FakeTranscriber,
     InMemoryEventPublisher,
     InMemoryJobRepository,
+    InMemoryMessageQueues,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
@@ -59,6 +60,7 @@ from sttpipe.observability import (
     cache_metric_sink,
     throttle_counter,
 )
+from sttpipe.services.deliveries import ChunkDeliveryService
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
@@ -293,6 +295,9 @@ class Run:
             for i in self.workflow.executions.values()
             if json.loads(i)["job_id"] == job_id
         )
+        deliveries = ChunkDeliveryService(
+            worker, InMemoryMessageQueues(), self.settings, bootstrap.metric_recorder()
+        )
         results = []
         for n, chunk in enumerate(execution.chunks):
             token = self.workflow.open_task()
@@ -303,7 +308,7 @@ class Run:
                 "worker",
                 "worker",
                 sqs_event(task.model_dump_json(), queue_arn),
-                worker_service=lambda: worker,
+                chunk_delivery_service=lambda: deliveries,
             )
             answer = self.workflow.answers[token]
             results.append(

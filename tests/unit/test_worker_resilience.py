@@ -12,7 +12,7 @@ from sttpipe.domain.models import ChunkState
 from sttpipe.services.transcribing import (
     CHUNK_FAILED,
     ChunkDeferred,
-    ChunkRetryLater,
+    ChunkGaveUp,
     WorkerService,
 )
 from sttpipe.speech.base import SpeechBackPressure, Transcription
@@ -76,7 +76,7 @@ def test_a_chunk_the_api_was_not_called_for_is_deferred_not_failed() -> None:
 def test_once_deferrals_are_used_up_a_chunk_without_a_call_fails_like_any_other() -> None:
     world = World(FakeTranscriber([SpeechBackPressure("circuit open", retry_after_s=12.0)]))
     task = world.task()
-    with pytest.raises(ChunkRetryLater):  # the message reaches the DLQ, operators see it
+    with pytest.raises(ChunkGaveUp):  # the message goes to the DLQ, operators see it
         world.service.process(task, receive_count=3, may_defer=False)
     assert world.chunk_state() is ChunkState.FAILED
     answer = world.workflow.answers[task.task_token]

@@ -25,7 +25,12 @@ from sttpipe.domain.models import (
     ChunkTranscript,
     Job,
 )
-from sttpipe.services.transcribing import CHUNK_FAILED, ChunkRetryLater, WorkerService
+from sttpipe.services.transcribing import (
+    CHUNK_FAILED,
+    ChunkGaveUp,
+    ChunkRetryLater,
+    WorkerService,
+)
 from sttpipe.speech.base import (
     PermanentSpeechError,
     RelativeSegment,
@@ -127,7 +132,7 @@ def test_transient_error_before_the_last_receive_leaves_the_message_for_retry() 
 def test_transient_error_on_the_last_receive_fails_the_task_and_goes_to_the_dlq() -> None:
     world = World(FakeTranscriber([TransientSpeechError("HTTP 503")]))
     task = world.task()
-    with pytest.raises(ChunkRetryLater):
+    with pytest.raises(ChunkGaveUp):
         world.service.process(task, receive_count=3)
     answer = world.workflow.answers[task.task_token]
     assert not answer.succeeded and answer.error == CHUNK_FAILED
@@ -152,6 +157,45 @@ def test_redelivery_after_a_stored_result_answers_without_calling_the_api_again(
     world.service.process(second, receive_count=1)
     assert len(world.transcriber.calls) == 1
     assert world.workflow.answers[second.task_token].succeeded
+
+
+class RacedTranscriber(FakeTranscriber):
+    """Another delivery of the same message stores the chunk's result while this call runs."""
+
+    def __init__(self, store: InMemoryObjectStore) -> None:
+        super().__init__(default="this delivery's text")
+        self.store = store
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        winner = ChunkTranscript(index=2, start_ms=60_000, end_ms=90_000, text="won", api_calls=1)
+        result_key = keys.chunk_result(JOB_ID, 2)
+        self.store.put_bytes(result_key, winner.model_dump_json().encode(), "application/json")
+        return super().transcribe(
+            audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
+        )
+
+
+def test_a_delivery_that_loses_the_race_to_store_neither_overwrites_nor_answers() -> None:
+    world = World(FakeTranscriber())
+    raced = RacedTranscriber(world.store)
+    service = WorkerService(world.store, world.jobs, world.workflow, raced, world.settings)
+    task = world.task()
+    service.process(task, receive_count=1)
+
+    result = ChunkTranscript.model_validate_json(
+        world.store.get_bytes(keys.chunk_result(JOB_ID, 2))
+    )
+    assert (result.text, result.api_calls) == ("won", 1)  # the first writer's calls still count
+    assert task.task_token not in world.workflow.answers  # the winner answers, once
+    assert world.chunk_state() is ChunkState.PENDING
 
 
 def test_a_token_the_state_machine_gave_up_on_is_dropped_without_work() -> None:

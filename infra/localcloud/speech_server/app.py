@@ -10,7 +10,7 @@ import random
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +52,10 @@ class Switches(BaseModel):
         default_factory=list, description="faults for the next requests, in order, before rates"
     )
     verbose_json: bool = Field(default=False, description="accept response_format=verbose_json")
+    fail_files: dict[str, Annotated[int, Field(ge=400, le=599)]] = Field(
+        default_factory=dict,
+        description="uploaded file name -> the error status every request for it gets",
+    )
 
     @model_validator(mode="after")
     def _rates_fit(self) -> Switches:
@@ -171,6 +175,8 @@ class SpeechService:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             return error(400, "Field 'file' is required")
+        if status := self.switches.fail_files.get(upload.filename or ""):
+            return error(status, f"Injected failure for {upload.filename}", "InjectedError")
         if (model := form.get("model")) != self.model:
             return error(404, f"The model `{model}` does not exist.", "NotFoundError")
         response_format = str(form.get("response_format") or "json")

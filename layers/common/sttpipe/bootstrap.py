@@ -11,7 +11,7 @@ from functools import cache
 from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.postgres import job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
-from sttpipe.adapters.sqs import SqsMessageSender, SqsQueueStats
+from sttpipe.adapters.sqs import SqsMessageQueues, SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
 from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
 from sttpipe.cache import TranscriptCache, build_transcript_cache
@@ -30,11 +30,12 @@ from sttpipe.observability import (
 from sttpipe.ports import (
     EventPublisher,
     JobRepository,
-    MessageSender,
+    MessageQueues,
     Notifier,
     ObjectStore,
     Workflow,
 )
+from sttpipe.services.deliveries import ChunkDeliveryService
 from sttpipe.services.jobs import JobService
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
@@ -98,8 +99,8 @@ def splitter_service() -> SplitterService:
 
 
 @cache
-def message_sender() -> MessageSender:
-    return SqsMessageSender()
+def message_queues() -> MessageQueues:
+    return SqsMessageQueues()
 
 
 @cache
@@ -161,6 +162,13 @@ def worker_service() -> WorkerService:
     )
     return WorkerService(
         object_store(), job_repository(), workflow(), transcriber, settings, transcript_cache()
+    )
+
+
+@cache
+def chunk_delivery_service() -> ChunkDeliveryService:
+    return ChunkDeliveryService(
+        worker_service(), message_queues(), get_settings(), metric_recorder()
     )
 
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.
     max_receives: int = 3
+    # A delivery that failed for a reason that may pass is retried after
+    # retry_backoff_base_s * 2**(receive - 1), jittered down to half, at most retry_backoff_max_s,
+    # rather than after the queue's visibility timeout (which must cover the function's timeout).
+    retry_backoff_base_s: float = Field(default=30.0, ge=0)
+    retry_backoff_max_s: float = Field(default=900.0, ge=0)
 
     # Back-pressure on the speech API (sttpipe.speech.limits): speech calls in flight across the
     # whole fleet (shared in Redis, per container while Redis is down), cut on 429s by

@@ -32,6 +32,11 @@ class TaskNoLongerWaiting(Exception):
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        """Store the object only if there is none under `key` yet (one atomic conditional
+        write); False when another writer was first."""
+        ...
+
     def get_bytes(self, key: str) -> bytes: ...
 
     def download(self, key: str) -> AbstractContextManager[IO[bytes]]:
@@ -89,8 +94,9 @@ class Workflow(Protocol):
     def heartbeat(self, task_token: str) -> None: ...
 
 
-class MessageSender(Protocol):
-    """Puts a message on a queue (SQS): deferred chunks back on theirs, bad ones on the DLQ."""
+class MessageQueues(Protocol):
+    """SQS as the worker uses it: puts messages on queues (deferred chunks back on theirs, given-up
+    ones on the DLQ) and holds a received message back before its next delivery."""
 
     def send(
         self,
@@ -101,6 +107,10 @@ class MessageSender(Protocol):
         attributes: Mapping[str, str] | None = None,
     ) -> None:
         """`attributes` become String message attributes (the body is a validated schema)."""
+        ...
+
+    def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
+        """Keep a received message invisible for `seconds` from now: its retry's backoff."""
         ...
 
 

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,13 @@ class InMemoryObjectStore:
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         with self._lock:
             self._objects[key] = (bytes(data), content_type)
+
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        with self._lock:
+            if key in self._objects:
+                return False
+            self._objects[key] = (bytes(data), content_type)
+            return True
 
     def get_bytes(self, key: str) -> bytes:
         with self._lock:
@@ -360,3 +367,35 @@ class InMemoryEventPublisher:
 
     def publish(self, *events: DomainEvent) -> None:
         self.events.extend(events)
+
+
+# ---- queues ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    queue_url: str
+    body: str
+    delay_s: int
+    attributes: dict[str, str]
+
+
+class InMemoryMessageQueues:
+    """Records what was sent and which received messages were hidden for how long."""
+
+    def __init__(self) -> None:
+        self.sent: list[SentMessage] = []
+        self.hidden: dict[str, int] = {}  # receipt handle -> seconds
+
+    def send(
+        self,
+        queue_url: str,
+        body: str,
+        *,
+        delay_s: int = 0,
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sent.append(SentMessage(queue_url, body, delay_s, dict(attributes or {})))
+
+    def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
+        self.hidden[receipt_handle] = seconds

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# A conditional write lost: the object exists (412), or a concurrent conditional write to the
+# same key is still in progress (409).
+_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 @functools.cache
@@ -38,6 +41,17 @@ class S3ObjectStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _LOST_RACE_CODES:
+                return False
+            raise
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -1,4 +1,5 @@
-"""SQS: queue depths (approximate, as SQS itself counts them) and sending messages."""
+"""SQS: queue depths (approximate, as SQS itself counts them), sending messages and holding
+received ones back."""
 
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ class SqsQueueStats:
         return depths
 
 
-class SqsMessageSender:
-    # SQS's longest per-message delay.
+class SqsMessageQueues:
+    # SQS's longest per-message delay and longest visibility timeout.
     MAX_DELAY_S = 900
+    MAX_VISIBILITY_S = 12 * 3600
 
     def __init__(self, client: SQSClient | None = None) -> None:
         self._sqs = client or default_sqs_client()
@@ -61,4 +63,11 @@ class SqsMessageSender:
                 name: {"DataType": "String", "StringValue": value}
                 for name, value in (attributes or {}).items()
             },
+        )
+
+    def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
+        self._sqs.change_message_visibility(
+            QueueUrl=queue_url,
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(self.MAX_VISIBILITY_S, seconds)),
         )

@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from sttpipe.cache import CachedChunk, CacheLevel, TranscriptCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask, ChunkTranscript
+from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask
 from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
 from sttpipe.speech.base import SpeechBackPressure, SpeechError, Transcriber
 
@@ -22,7 +22,12 @@ CHUNK_FAILED = "Chunk.Failed"
 
 
 class ChunkRetryLater(Exception):
-    """The chunk failed for a reason that may pass: leave the message to come back."""
+    """The chunk failed for a reason that may pass: deliver the message again, after a backoff."""
+
+
+class ChunkGaveUp(Exception):
+    """The chunk failed on its last delivery for a reason that might have passed: the task is
+    answered as failed, and the message belongs in the dead-letter queue for operators."""
 
 
 class ChunkDeferred(Exception):
@@ -83,8 +88,9 @@ class WorkerService:
         *,
         may_defer: bool = True,
     ) -> None:
-        """Transcribe `task.chunk`; raises ChunkRetryLater when SQS should deliver it again, and
-        (if `may_defer`) ChunkDeferred when the API was not called at all.
+        """Transcribe `task.chunk` and answer its task token. Raises ChunkRetryLater when SQS
+        should deliver it again, ChunkGaveUp when its last delivery failed (the token is answered
+        as failed), and (if `may_defer`) ChunkDeferred when the API was not called at all.
 
         `remaining_s` is the invocation's time left: retries of the speech API stop before it.
         """
@@ -99,16 +105,17 @@ class WorkerService:
 
         result_key = keys.chunk_result(task.job_id, chunk.index)
         try:
-            if self._store.size(result_key) is None:
-                interval_s = self._settings.heartbeat_interval_s
-                with heartbeats(self._workflow, task.task_token, interval_s):
-                    transcript = self._transcribe(task, remaining_s)
-                self._store.put_bytes(
-                    result_key, transcript.model_dump_json().encode(), "application/json"
-                )
-            else:
+            if self._store.size(result_key) is not None:
                 # A previous delivery stored the result but did not get to answer the token.
                 logger.info("chunk result already stored", extra=log_keys)
+            else:
+                interval_s = self._settings.heartbeat_interval_s
+                with heartbeats(self._workflow, task.task_token, interval_s):
+                    stored_here = self._transcribe_and_store(task, remaining_s)
+                if not stored_here:
+                    # Another delivery of this message stored the result first; it answers.
+                    logger.info("chunk result stored by another delivery", extra=log_keys)
+                    return
         except SpeechError as exc:
             if isinstance(exc, SpeechBackPressure) and may_defer:
                 logger.info(
@@ -126,8 +133,7 @@ class WorkerService:
             self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.FAILED, error=reason)
             self._answer_failure(task.task_token, reason, log_keys)
             if exc.retryable:
-                # Let the message reach the DLQ too, so operators see that it gave up.
-                raise ChunkRetryLater(str(exc)) from exc
+                raise ChunkGaveUp(reason) from exc
             return
 
         self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE)
@@ -137,38 +143,49 @@ class WorkerService:
         except TaskNoLongerWaiting:
             logger.warning("state machine stopped waiting before the answer", extra=log_keys)
 
-    def _transcribe(self, task: ChunkTask, remaining_s: float | None) -> ChunkTranscript:
-        """The chunk's transcript from the cache, or from the speech API (then cached)."""
+    def _transcribe_and_store(self, task: ChunkTask, remaining_s: float | None) -> bool:
+        """Store the chunk's transcript, from the cache or from the speech API; False when
+        another delivery of the same message stored it first (conditional write)."""
         chunk = task.chunk
         language = task.language or self._settings.default_language
         started = time.monotonic()
-        api_calls = 0
+        stored_here = False
+
+        def store(value: CachedChunk, api_calls: int, level: CacheLevel | None) -> bool:
+            transcript = value.placed(
+                chunk,
+                api_calls=api_calls,
+                cache_level=level,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return self._store.put_bytes_if_absent(
+                keys.chunk_result(task.job_id, chunk.index),
+                transcript.model_dump_json().encode(),
+                "application/json",
+            )
 
         def call_api() -> CachedChunk:
-            nonlocal api_calls
+            nonlocal stored_here
             result = self._transcriber.transcribe(
                 self._store.get_bytes(chunk.key),
                 chunk.key.rsplit("/", 1)[-1],
                 language=language,
                 remaining_s=remaining_s,
             )
-            api_calls = result.attempts
-            return CachedChunk.of(result)
+            value = CachedChunk.of(result)
+            # Stored before the cache has it: a concurrent delivery that waited for this call
+            # then finds the result (with the calls it cost) and leaves it alone.
+            stored_here = store(value, result.attempts, None)
+            return value
 
-        level: CacheLevel | None = None
         if self._cache is None:
-            value = call_api()
-        else:
-            key = self._cache.chunk_key(chunk.pcm_sha256, tenant=chunk.tenant_id, language=language)
-            # Waiting for another worker's call must leave time to make our own.
-            wait_s = None if remaining_s is None else max(0.0, remaining_s / 2)
-            value, level = self._cache.chunk(key, call_api, wait_s=wait_s)
-        return value.placed(
-            chunk,
-            api_calls=api_calls,
-            cache_level=level,
-            seconds=round(time.monotonic() - started, 3),
-        )
+            call_api()
+            return stored_here
+        key = self._cache.chunk_key(chunk.pcm_sha256, tenant=chunk.tenant_id, language=language)
+        # Waiting for another worker's call must leave time to make our own.
+        wait_s = None if remaining_s is None else max(0.0, remaining_s / 2)
+        value, level = self._cache.chunk(key, call_api, wait_s=wait_s)
+        return stored_here if level is None else store(value, 0, level)
 
     def _answer_failure(self, token: str, reason: str, log_keys: dict[str, object]) -> None:
         try:
