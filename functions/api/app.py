@@ -1,5 +1,6 @@
-"""HTTP API: uploads (pre-signed POST forms), job status and downloads, job deletion, and the
-operators' queue and cache endpoints. The tenant is taken from the JWT authorizer's claims."""
+"""HTTP API: uploads (pre-signed POST forms), job status and downloads, re-runs of failed
+chunks, job deletion, and the operators' queue and cache endpoints. The tenant is taken from the
+JWT authorizer's claims."""
 
 import json
 import sys
@@ -24,6 +25,7 @@ from sttpipe.services.jobs import (
     FeatureUnavailable,
     JobBusy,
     JobStatusView,
+    NothingToRerun,
     RequestRejected,
     UploadRequest,
     UploadTicket,
@@ -90,6 +92,22 @@ def get_job(job_id: JOB_ID) -> JobStatusView:
     view = job_service().status(job_id, tenant())
     if view is None:
         raise NotFoundError(f"job {job_id} not found")
+    return view
+
+
+@app.post(
+    "/jobs/<job_id>/rerun",
+    status_code=202,
+    description="Transcribe again the chunks of a PARTIAL or FAILED job that did not finish; "
+    "its new transcript combines them with the chunks that did. 409 while the job runs, when "
+    "it has nothing to re-run (COMPLETED) or when its upload was rejected (upload it again).",
+)
+@tracer.capture_method
+def rerun_job(job_id: JOB_ID) -> JobStatusView:
+    view = job_service().rerun(job_id, tenant())
+    if view is None:
+        raise NotFoundError(f"job {job_id} not found")
+    logger.info("job re-run", extra={"job_id": job_id, "run": view.runs})
     return view
 
 
@@ -180,8 +198,8 @@ def rejected(exc: RequestRejected) -> Response[dict[str, str]]:
     return _error(400, exc)
 
 
-@app.exception_handler(JobBusy)
-def busy(exc: JobBusy) -> Response[dict[str, str]]:
+@app.exception_handler([JobBusy, NothingToRerun])
+def conflict(exc: JobBusy | NothingToRerun) -> Response[dict[str, str]]:
     return _error(409, exc)
 
 

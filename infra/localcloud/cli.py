@@ -3,6 +3,7 @@
 stt transcribe FILE [--out DIR] [--language L] [--priority high|normal|low]
 stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
+stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
 stt cache stats     the transcript cache's hits, misses and size
 """
 
@@ -137,6 +138,24 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return _report(_run_job(args, args.file, args.language))
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    # Never a new local cloud: the job lives in the one that ran it.
+    running = (args.api, args.token) if args.api else _running_api()
+    if running is None:
+        _err("stt rerun: no local cloud is up (`stt up`); name --api")
+        return EXIT_USAGE
+    client = PipelineClient(running[0], token=running[1])
+    try:
+        job = client.rerun(args.job_id)
+        _err(f"re-running job {args.job_id} (run {job['runs']})")
+        result = client.follow(
+            args.job_id, args.out, timeout_s=args.timeout, on_progress=ProgressPrinter()
+        )
+    finally:
+        client.close()
+    return _report(result)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     result = _run_job(args, SAMPLE, "en")
     code = _report(result)
@@ -242,10 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="offline engine behind the local speech API (default: faster-whisper)",
         )
 
-    def job_options(command: argparse.ArgumentParser) -> None:
-        cloud_options(command)
+    def api_options(command: argparse.ArgumentParser, default_api: str) -> None:
         command.add_argument(
-            "--api", help="base URL of a running pipeline API (default: `stt up`'s, else a new one)"
+            "--api", help=f"base URL of a running pipeline API (default: {default_api})"
         )
         command.add_argument(
             "--token",
@@ -258,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--timeout", type=float, default=900, help="seconds to wait for the job (default 900)"
         )
+
+    def job_options(command: argparse.ArgumentParser) -> None:
+        cloud_options(command)
+        api_options(command, "`stt up`'s, else a new one")
 
     transcribe = commands.add_parser(
         "transcribe",
@@ -279,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     job_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="transcribe the failed chunks of a job again",
+        description="Re-run the failed chunks of a PARTIAL or FAILED job on the local cloud that "
+        "ran it, follow it and write its transcripts as `transcribe` does (same exit status).",
+    )
+    rerun.add_argument("job_id")
+    api_options(rerun, "`stt up`'s")
+    rerun.set_defaults(func=cmd_rerun)
 
     up = commands.add_parser("up", help="keep a local cloud running until Ctrl-C")
     cloud_options(up)

@@ -98,6 +98,14 @@ class PipelineClient:
         body: dict[str, Any] = response.json()
         return body
 
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        """Transcribe a PARTIAL or FAILED job's failed chunks again; returns the job's status
+        (follow it with `wait`)."""
+        response = self._http.post(f"/jobs/{job_id}/rerun")
+        _raise_for_status(response)
+        body: dict[str, Any] = response.json()
+        return body
+
     def delete(self, job_id: str) -> dict[str, int]:
         response = self._http.delete(f"/jobs/{job_id}")
         _raise_for_status(response)
@@ -151,6 +159,17 @@ class PipelineClient:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobResult:
         job_id = self.submit(path, language=language, priority=priority)
+        return self.follow(job_id, out_dir, timeout_s=timeout_s, on_progress=on_progress)
+
+    def follow(
+        self,
+        job_id: str,
+        out_dir: Path,
+        *,
+        timeout_s: float = 900,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobResult:
+        """Wait for the job to end and download its transcripts."""
         job = self.wait(job_id, timeout_s=timeout_s, on_progress=on_progress)
         return JobResult(job_id, job["status"], job, self.download(job, out_dir))
 

@@ -178,6 +178,40 @@ def test_a_worker_killed_mid_chunk_leaves_the_chunk_to_be_redelivered(
     assert pipeline.cloud.host.stats("WorkerFunction").errors >= 1
 
 
+def test_a_chunk_that_always_fails_ends_the_job_partial_and_a_rerun_redoes_only_it(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
+) -> None:
+    pipeline.speech.control(fail_files={"00001.flac": 503})
+    (job_id,) = submit_all(client, tmp_path, 1)
+    job = client.wait(job_id, timeout_s=150)
+
+    assert job["status"] == "PARTIAL", job["failure_reason"]
+    assert job["failure_reason"] == "1 chunk(s) failed: 1"
+    states = {c["index"]: c["state"] for c in job["chunks"]}
+    assert states[1] == "FAILED" and "503" in job["chunks"][1]["error"]
+    assert {i for i, state in states.items() if state == "DONE"} == set(states) - {1}
+    transcript = client.download(job, tmp_path / "partial")
+    assert "[chunk 1 not transcribed" in transcript["txt"].read_text()
+    # Given up on its last delivery and put in the DLQ by the worker, with the reason.
+    sqs = pipeline.cloud.boto3_client("sqs")
+    dlq = pipeline.cloud.stack.ref("ChunkDeadLetterQueueNormal")
+    dead = sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"], WaitTimeSeconds=1)
+    (message,) = [m for m in dead.get("Messages", []) if json.loads(m["Body"])["job_id"] == job_id]
+    assert "answered 503" in message["MessageAttributes"]["stt-reason"]["StringValue"]
+    sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+
+    pipeline.speech.control(fail_files={})
+    pipeline.speech.reset_stats()
+    assert client.rerun(job_id)["status"] == "TRANSCRIBING"
+    job = client.wait(job_id, timeout_s=150)
+
+    assert job["status"] == "COMPLETED", job["failure_reason"]
+    assert all(c["state"] in ("DONE", "SILENT") for c in job["chunks"])
+    assert pipeline.speech.stats()["requests_total"] == 1  # only the chunk that had failed
+    assert job["stats"]["runs"] == 2
+    assert "not transcribed" not in client.download(job, tmp_path / "rerun")["txt"].read_text()
+
+
 def test_a_malformed_message_goes_to_the_dead_letter_queue_without_retries(
     pipeline: LocalPipeline, client: PipelineClient
 ) -> None:

@@ -239,6 +239,71 @@ def test_list_jobs_with_a_foreign_or_unknown_cursor_is_empty(
         repo.list_jobs(tenant, 0)
 
 
+def ended_job(repo: JobRepository, tenant: str, status: JobStatus, states: list[ChunkState]) -> Job:
+    """A job whose chunks ended in `states` (FAILED ones with an error), then in `status`."""
+    job = new_job(tenant)
+    repo.add(job)
+    repo.add_chunks(job.job_id, chunks(len(states)))
+    for index, state in enumerate(states):
+        error = f"chunk {index}: HTTP 500" if state is ChunkState.FAILED else None
+        repo.set_chunk_state(job.job_id, index, state, error=error)
+    repo.finish(job.job_id, status, stats={"chunks": len(states)}, reason="it ended")
+    return job
+
+
+def test_reopen_takes_a_job_back_with_only_its_unfinished_chunks(
+    repo: JobRepository, tenant: str
+) -> None:
+    done, failed, silent = ChunkState.DONE, ChunkState.FAILED, ChunkState.SILENT
+    job = ended_job(repo, tenant, JobStatus.PARTIAL, [done, failed, silent, PENDING, failed])
+
+    assert repo.reopen(job.job_id) == 2
+
+    view = repo.get(job.job_id)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason, view.job.runs) == (
+        JobStatus.TRANSCRIBING,
+        None,
+        2,
+    )
+    assert view.job.stats == {"chunks": 5}  # the merge of the re-run replaces them
+    assert view.job.updated_at > job.updated_at
+    assert [(c.state, c.error) for c in view.chunks] == [
+        (done, None),
+        (PENDING, None),
+        (silent, None),
+        (PENDING, None),
+        (PENDING, None),
+    ]
+    assert repo.reopen(job.job_id) is None  # running now
+    repo.finish(job.job_id, JobStatus.FAILED, stats={}, reason="the re-run failed too")
+    assert repo.reopen(job.job_id) == 3
+    with pytest.raises(JobNotFound):
+        repo.reopen("no-such-job")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        JobStatus.AWAITING_UPLOAD,
+        JobStatus.SPLITTING,
+        JobStatus.TRANSCRIBING,
+        JobStatus.MERGING,
+        JobStatus.COMPLETED,
+    ],
+)
+def test_only_a_partial_or_failed_job_reopens(
+    repo: JobRepository, tenant: str, status: JobStatus
+) -> None:
+    job = ended_job(repo, tenant, status, [ChunkState.DONE, ChunkState.FAILED])
+    assert repo.reopen(job.job_id) is None
+    view = repo.get(job.job_id)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason, view.job.runs) == (status, "it ended", 1)
+    assert [c.state for c in view.chunks] == [ChunkState.DONE, ChunkState.FAILED]
+    assert view.chunks[1].error == "chunk 1: HTTP 500"
+
+
 # ---- PostgreSQL only ------------------------------------------------------------------------
 
 
@@ -302,6 +367,47 @@ def test_concurrent_workers_and_a_finish_never_reopen_the_job(
     assert view is not None
     assert view.job.status is JobStatus.COMPLETED
     assert view.chunks_finished == 40
+
+
+@pytest.mark.integration
+def test_of_concurrent_reopens_exactly_one_wins(
+    pg_repo: PostgresJobRepository, tenant: str
+) -> None:
+    job = ended_job(pg_repo, tenant, JobStatus.PARTIAL, [ChunkState.DONE, ChunkState.FAILED])
+    runs: list[int | None] = []
+    run_threads(*[lambda: runs.append(pg_repo.reopen(job.job_id))] * 6)
+    assert sorted(runs, key=lambda r: r or 0) == [None] * 5 + [2]
+    view = pg_repo.get(job.job_id)
+    assert view is not None and (view.job.status, view.job.runs) == (JobStatus.TRANSCRIBING, 2)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("pg_conninfo")  # skips the case when there is no server
+def test_a_database_from_before_reruns_gains_the_runs_column() -> None:
+    schema = f"sttpipe_old_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(DATABASE_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            conninfo = make_conninfo(DATABASE_URL, options=f"-c search_path={schema}")
+            apply_schema(conninfo)
+            job = new_job("old")
+            with psycopg.connect(conninfo) as conn:
+                conn.execute("ALTER TABLE jobs DROP COLUMN runs")  # as it was before re-runs
+                conn.execute(
+                    "INSERT INTO jobs (job_id, filename, upload_key, created_at, updated_at,"
+                    " status) VALUES (%s, 'a.mp3', 'k', now(), now(), 'PARTIAL')",
+                    (job.job_id,),
+                )
+            apply_schema(conninfo)
+            repo = PostgresJobRepository(create_pool(conninfo, max_size=1))
+            try:
+                view = repo.get(job.job_id)
+                assert view is not None and view.job.runs == 1
+                assert repo.reopen(job.job_id) == 2
+            finally:
+                repo.close()
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.mark.integration

@@ -100,6 +100,21 @@ def test_a_redelivered_start_does_not_start_a_second_execution(aws: dict[str, An
     assert [e["executionArn"] for e in executions] == [first]
 
 
+def test_each_run_of_a_job_is_its_own_execution_and_a_repeated_start_of_one_is_harmless(
+    aws: dict[str, Any],
+) -> None:
+    workflow = StepFunctionsWorkflow(aws["arn"], aws["sfn"])
+    first = workflow.start("job-5", json.dumps({"job_id": "job-5"}))
+    rerun = workflow.start("job-5", json.dumps({"job_id": "job-5", "chunks": [1]}), run=2)
+    again = workflow.start("job-5", json.dumps({"job_id": "job-5", "chunks": [1]}), run=2)
+    assert first == execution_arn(aws["arn"], "job-5")
+    assert rerun == again == execution_arn(aws["arn"], "job-5-run2")
+    executions = aws["sfn"].list_executions(stateMachineArn=aws["arn"])["executions"]
+    assert sorted(e["executionArn"] for e in executions) == sorted([first, rerun])
+    described = aws["sfn"].describe_execution(executionArn=rerun)
+    assert json.loads(described["input"]) == {"job_id": "job-5", "chunks": [1]}
+
+
 def test_fail_truncates_error_to_the_service_limit(aws: dict[str, Any]) -> None:
     workflow = StepFunctionsWorkflow(aws["arn"], aws["sfn"])
     arn = workflow.start("job-3", json.dumps({"job_id": "job-3"}))
@@ -132,11 +147,15 @@ def test_other_errors_are_not_swallowed(aws: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "job_id",
-    ["0f8e7a3c-1b2d-4e5f-9a8b-7c6d5e4f3a2b", "tenant:42/job#7", "x" * 200, "работа 1"],
+    ["0f8e7a3c-1b2d-4e5f-9a8b-7c6d5e4f3a2b", "tenant:42/job#7", "x" * 200, "работа 1", "y" * 78],
 )
 def test_execution_names_are_valid_stable_and_distinct(job_id: str) -> None:
-    name = execution_name(job_id)
-    assert name == execution_name(job_id)
-    assert 1 <= len(name) <= 80
-    assert all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
-    assert execution_name(job_id + "!") != name
+    names = [execution_name(job_id, run) for run in (1, 2, 3, 12)]
+    assert names[0] == execution_name(job_id)
+    assert names == [execution_name(job_id, run) for run in (1, 2, 3, 12)]
+    for name in names:
+        assert 1 <= len(name) <= 80
+        assert all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+    assert len(set(names)) == len(names)  # every run of a job its own
+    assert execution_name(job_id + "!") != names[0]
+    assert execution_name(job_id + "!", 2) != names[1]

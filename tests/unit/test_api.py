@@ -17,9 +17,10 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
-from sttpipe.adapters.memory import InMemoryJobRepository
+from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryWorkflow
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsQueueStats
+from sttpipe.adapters.stepfunctions import execution_name
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -70,13 +71,26 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         )
         store = S3ObjectStore(BUCKET, s3)
         jobs = InMemoryJobRepository()
+        workflow = InMemoryWorkflow()
         service = JobService(
-            store, jobs, settings, queues=SqsQueueStats(sqs), webhooks_enabled=True
+            store,
+            jobs,
+            settings,
+            queues=SqsQueueStats(sqs),
+            webhooks_enabled=True,
+            workflow=workflow,
         )
         module = load_api()
         monkeypatch.setattr(module, "job_service", lambda: service)
         yield SimpleNamespace(
-            module=module, jobs=jobs, store=store, s3=s3, sqs=sqs, urls=urls, service=service
+            module=module,
+            jobs=jobs,
+            store=store,
+            s3=s3,
+            sqs=sqs,
+            urls=urls,
+            service=service,
+            workflow=workflow,
         )
 
 
@@ -242,6 +256,89 @@ def test_delete_forgets_the_jobs_cache_entries(api: SimpleNamespace) -> None:
     assert forgotten == [("acme", ["a" * 64, "b" * 64])]
 
 
+def _split(api: SimpleNamespace, job_id: str, failed: list[int]) -> None:
+    """The job was split into three chunks, and ended PARTIAL with `failed` failed."""
+    refs = [
+        ChunkRef(
+            index=i, key=keys.chunk_audio(job_id, i), start_ms=i, end_ms=i + 1, pcm_sha256="a" * 64
+        )
+        for i in range(3)
+    ]
+    manifest = Manifest(
+        execution=ExecutionInput(job_id=job_id, language=None, queue_url="q", chunks=refs),
+        duration_s=3.0,
+        chunks_total=3,
+        chunks_silent=0,
+        split_seconds=0.1,
+    )
+    api.store.put_bytes(keys.manifest(job_id), manifest.model_dump_json().encode(), "x/json")
+    api.jobs.add_chunks(
+        job_id,
+        [
+            ChunkProgress(
+                index=i,
+                start_ms=i,
+                end_ms=i + 1,
+                state=ChunkState.FAILED if i in failed else ChunkState.DONE,
+                error="HTTP 500" if i in failed else None,
+            )
+            for i in range(3)
+        ],
+    )
+    api.jobs.finish(job_id, JobStatus.PARTIAL, stats={}, reason="some chunk(s) failed")
+
+
+def test_rerun_transcribes_the_failed_chunks_again_once(api: SimpleNamespace) -> None:
+    _, ticket = call(api, "POST", "/uploads", body={**UPLOAD, "priority": "high"})
+    job_id = ticket["job_id"]
+    _split(api, job_id, failed=[1])
+
+    status, view = call(api, "POST", f"/jobs/{job_id}/rerun")
+
+    assert status == 202
+    assert (view["status"], view["runs"], view["failure_reason"]) == ("TRANSCRIBING", 2, None)
+    assert [c["state"] for c in view["chunks"]] == ["DONE", "PENDING", "DONE"]
+    ((arn, body),) = api.workflow.executions.items()
+    assert arn.endswith(":" + execution_name(job_id, 2))
+    execution = ExecutionInput.model_validate_json(body)
+    assert [c.index for c in execution.chunks] == [1]
+    assert execution.queue_url == api.urls["high"]
+
+    status, answer = call(api, "POST", f"/jobs/{job_id}/rerun")  # it is running now
+    assert status == 409 and "TRANSCRIBING" in answer["message"]
+    assert len(api.workflow.executions) == 1
+
+
+def test_rerun_of_another_tenants_job_is_404(api: SimpleNamespace) -> None:
+    _, ticket = call(api, "POST", "/uploads", body=UPLOAD, tenant="acme")
+    _split(api, ticket["job_id"], failed=[0])
+    assert call(api, "POST", f"/jobs/{ticket['job_id']}/rerun", tenant="globex") == (
+        404,
+        {"statusCode": 404, "message": f"job {ticket['job_id']} not found"},
+    )
+    assert api.workflow.executions == {}
+
+
+def test_rerun_of_a_completed_or_rejected_job_is_409_saying_why(api: SimpleNamespace) -> None:
+    _, done = call(api, "POST", "/uploads", body=UPLOAD)
+    _split(api, done["job_id"], failed=[])
+    api.jobs.finish(done["job_id"], JobStatus.COMPLETED, stats={})
+    status, answer = call(api, "POST", f"/jobs/{done['job_id']}/rerun")
+    assert (status, answer["message"]) == (
+        409,
+        f"job {done['job_id']} is COMPLETED: nothing to re-run",
+    )
+
+    _, rejected = call(api, "POST", "/uploads", body=UPLOAD)
+    api.jobs.finish(rejected["job_id"], JobStatus.FAILED, stats={}, reason="no audio stream")
+    status, answer = call(api, "POST", f"/jobs/{rejected['job_id']}/rerun")
+    assert (status, answer["message"]) == (
+        409,
+        "the upload was rejected: no audio stream; upload it again",
+    )
+    assert api.workflow.executions == {}
+
+
 def test_queue_depths_by_priority_come_from_sqs(api: SimpleNamespace) -> None:
     for _ in range(2):
         api.sqs.send_message(QueueUrl=api.urls["high"], MessageBody="{}")
@@ -278,6 +375,7 @@ def test_committed_openapi_document_is_up_to_date(api: SimpleNamespace) -> None:
     assert served == json.loads(committed)
     assert {"/uploads", "/jobs", "/jobs/{job_id}", "/stats/queues"} <= set(served["paths"])
     assert "delete" in served["paths"]["/jobs/{job_id}"]
+    assert "202" in served["paths"]["/jobs/{job_id}/rerun"]["post"]["responses"]
 
 
 def _view(status: JobStatus, done: int, total: int, since_s: float, now: datetime) -> JobView:

@@ -1,15 +1,38 @@
-"""JobService on in-memory adapters: upload tickets, status views, tenant isolation."""
+"""JobService on in-memory adapters: upload tickets, status views, tenant isolation, re-runs."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryObjectStore
+from sttpipe.adapters.memory import (
+    InMemoryEventPublisher,
+    InMemoryJobRepository,
+    InMemoryObjectStore,
+    InMemoryWorkflow,
+)
+from sttpipe.adapters.stepfunctions import execution_name
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkProgress, ChunkState, JobStatus, Priority
-from sttpipe.services.jobs import JobService, RequestRejected, UploadRequest
+from sttpipe.domain.events import JobQueued
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkRef,
+    ChunkState,
+    ExecutionInput,
+    JobStatus,
+    Manifest,
+    Priority,
+)
+from sttpipe.services.jobs import (
+    FeatureUnavailable,
+    JobBusy,
+    JobService,
+    NothingToRerun,
+    RequestRejected,
+    UploadRequest,
+)
+from sttpipe.services.lifecycle import PublishingJobRepository
 
 
 @pytest.fixture
@@ -76,3 +99,214 @@ def test_progress_and_downloads_follow_the_job(service: JobService) -> None:
     assert view is not None
     assert set(view.downloads) == set(keys.TRANSCRIPT_FORMATS)
     assert keys.transcript(ticket.job_id, "srt") in view.downloads["srt"]
+
+
+# ---- re-runs --------------------------------------------------------------------------------
+
+HIGH_QUEUE = "https://sqs/high"
+PENDING, DONE, FAILED, SILENT = (
+    ChunkState.PENDING,
+    ChunkState.DONE,
+    ChunkState.FAILED,
+    ChunkState.SILENT,
+)
+
+
+class Rerun:
+    """A job service with a workflow, its repository announcing events as on AWS."""
+
+    def __init__(
+        self, workflow: InMemoryWorkflow | None = None, jobs: InMemoryJobRepository | None = None
+    ) -> None:
+        self.store = InMemoryObjectStore()
+        self.events = InMemoryEventPublisher()
+        self.jobs = PublishingJobRepository(jobs or InMemoryJobRepository(), self.events)
+        self.workflow = workflow or InMemoryWorkflow()
+        self.service = JobService(
+            self.store,
+            self.jobs,
+            Settings(queue_url_high=HIGH_QUEUE, queue_url_normal="https://sqs/normal"),
+            workflow=self.workflow,
+        )
+
+    def ended_job(
+        self,
+        states: list[ChunkState],
+        status: JobStatus = JobStatus.PARTIAL,
+        *,
+        reason: str | None = "1 chunk(s) failed: 1",
+        tenant: str = "t1",
+    ) -> str:
+        """A split job of high priority whose chunks ended in `states`, then `status`."""
+        job_id = self.service.create_upload(request(priority="high"), tenant_id=tenant).job_id
+        spans = [(i, i * 1000, (i + 1) * 1000) for i in range(len(states))]
+        refs = [
+            ChunkRef(
+                index=i, key=keys.chunk_audio(job_id, i), start_ms=s, end_ms=e, pcm_sha256="a" * 64
+            )
+            for (i, s, e), state in zip(spans, states, strict=True)
+            if state is not ChunkState.SILENT
+        ]
+        manifest = Manifest(
+            execution=ExecutionInput(job_id=job_id, language="ru", queue_url="old", chunks=refs),
+            duration_s=len(states),
+            chunks_total=len(states),
+            chunks_silent=states.count(ChunkState.SILENT),
+            split_seconds=0.1,
+        )
+        self.store.put_bytes(keys.manifest(job_id), manifest.model_dump_json().encode(), "x/json")
+        self.jobs.add_chunks(
+            job_id,
+            [ChunkProgress(index=i, start_ms=s, end_ms=e, state=PENDING) for i, s, e in spans],
+        )
+        for (i, _, _), state in zip(spans, states, strict=True):
+            error = "HTTP 500" if state is ChunkState.FAILED else None
+            self.jobs.set_chunk_state(job_id, i, state, error=error)
+        self.jobs.finish(job_id, status, stats={"chunks": len(states)}, reason=reason)
+        return job_id
+
+    def executions(self) -> dict[str, ExecutionInput]:
+        return {
+            arn.rsplit(":", 1)[-1]: ExecutionInput.model_validate_json(body)
+            for arn, body in self.workflow.executions.items()
+        }
+
+
+def test_rerun_of_a_partial_job_starts_run_2_with_only_its_failed_chunk() -> None:
+    world = Rerun()
+    job_id = world.ended_job([DONE, FAILED, SILENT, DONE])
+
+    view = world.service.rerun(job_id, "t1")
+
+    assert view is not None
+    assert (view.status, view.runs, view.failure_reason) == (JobStatus.TRANSCRIBING, 2, None)
+    assert [(c.state, c.error) for c in view.chunks] == [
+        (DONE, None),
+        (PENDING, None),
+        (SILENT, None),
+        (DONE, None),
+    ]
+    started = world.executions()
+    assert list(started) == [execution_name(job_id, 2)]
+    execution = started[execution_name(job_id, 2)]
+    assert [c.index for c in execution.chunks] == [1]
+    assert execution.queue_url == HIGH_QUEUE  # the job's priority, not the old URL
+    assert execution.language == "ru"
+    queued = [e for e in world.events.events if isinstance(e, JobQueued)]
+    assert [(e.chunks_total, e.chunks_to_transcribe) for e in queued] == [(4, 1)]
+
+
+def test_a_job_the_state_machine_failed_reruns_its_pending_and_failed_chunks() -> None:
+    world = Rerun()
+    job_id = world.ended_job(
+        [DONE, FAILED, PENDING], JobStatus.FAILED, reason="The job's state machine failed"
+    )
+    assert world.service.rerun(job_id, "t1") is not None
+    assert [c.index for c in world.executions()[execution_name(job_id, 2)].chunks] == [1, 2]
+
+
+def test_a_running_job_cannot_be_rerun_again() -> None:
+    world = Rerun()
+    job_id = world.ended_job([DONE, FAILED])
+    world.service.rerun(job_id, "t1")
+    with pytest.raises(JobBusy, match="TRANSCRIBING"):
+        world.service.rerun(job_id, "t1")
+    assert len(world.workflow.executions) == 1
+
+
+class RacedRepository(InMemoryJobRepository):
+    """Another request reopens the job between this one's read of it and its own reopen."""
+
+    def reopen(self, job_id: str) -> int | None:
+        super().reopen(job_id)
+        return super().reopen(job_id)
+
+
+def test_a_rerun_that_loses_the_race_to_reopen_the_job_is_busy() -> None:
+    world = Rerun(jobs=RacedRepository())
+    job_id = world.ended_job([DONE, FAILED])
+    with pytest.raises(JobBusy, match="already being re-run"):
+        world.service.rerun(job_id, "t1")
+    assert world.workflow.executions == {}
+
+
+@pytest.mark.parametrize(
+    ("states", "status", "reason", "message"),
+    [
+        ([DONE, DONE], JobStatus.COMPLETED, None, "is COMPLETED: nothing to re-run"),
+        ([DONE, SILENT], JobStatus.FAILED, "merge failed", "has no failed chunks to re-run"),
+    ],
+)
+def test_a_job_with_nothing_to_redo_is_refused(
+    states: list[ChunkState], status: JobStatus, reason: str | None, message: str
+) -> None:
+    world = Rerun()
+    job_id = world.ended_job(states, status, reason=reason)
+    with pytest.raises(NothingToRerun, match=message):
+        world.service.rerun(job_id, "t1")
+    view = world.jobs.get(job_id)
+    assert view is not None and (view.job.status, view.job.runs) == (status, 1)
+    assert world.workflow.executions == {}
+
+
+def test_a_rejected_or_missing_upload_is_refused_with_what_to_do() -> None:
+    world = Rerun()
+    waiting = world.service.create_upload(request(), tenant_id="t1").job_id
+    with pytest.raises(NothingToRerun, match="AWAITING_UPLOAD: nothing to re-run"):
+        world.service.rerun(waiting, "t1")
+    rejected = world.service.create_upload(request(), tenant_id="t1").job_id
+    world.jobs.finish(rejected, JobStatus.FAILED, stats={}, reason="not an audio file")
+    with pytest.raises(
+        NothingToRerun, match="the upload was rejected: not an audio file; upload it again"
+    ):
+        world.service.rerun(rejected, "t1")
+    assert world.workflow.executions == {}
+
+
+def test_another_tenants_or_an_unknown_job_is_not_found() -> None:
+    world = Rerun()
+    job_id = world.ended_job([DONE, FAILED], tenant="t1")
+    assert world.service.rerun(job_id, "t2") is None
+    assert world.service.rerun("0" * 32, "t1") is None
+    view = world.jobs.get(job_id)
+    assert view is not None and view.job.status is JobStatus.PARTIAL
+    assert world.workflow.executions == {}
+
+
+class BrokenWorkflow(InMemoryWorkflow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    def start(self, job_id: str, execution_input: str, run: int = 1) -> str:
+        if self.broken:
+            raise ConnectionError("Step Functions is unreachable")
+        return super().start(job_id, execution_input, run)
+
+
+def test_a_failed_start_puts_the_job_back_as_it_ended() -> None:
+    workflow = BrokenWorkflow()
+    world = Rerun(workflow)
+    job_id = world.ended_job([DONE, FAILED])
+
+    with pytest.raises(ConnectionError):
+        world.service.rerun(job_id, "t1")
+
+    view = world.jobs.get(job_id)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason, view.job.stats) == (
+        JobStatus.PARTIAL,
+        "1 chunk(s) failed: 1",
+        {"chunks": 2},
+    )
+    # It can be re-run again; the failed start's run number is not reused, since that start
+    # may have created its execution after all.
+    workflow.broken = False
+    again = world.service.rerun(job_id, "t1")
+    assert again is not None and again.runs == 3
+    assert list(world.executions()) == [execution_name(job_id, 3)]
+
+
+def test_without_a_workflow_reruns_are_unavailable(service: JobService) -> None:
+    with pytest.raises(FeatureUnavailable, match="re-runs"):
+        service.rerun("0" * 32, "t1")

@@ -170,6 +170,7 @@ def test_event_sources_and_routes() -> None:
         ("GET", "/jobs", "HttpApi"),
         ("GET", "/jobs/{job_id}", "HttpApi"),
         ("DELETE", "/jobs/{job_id}", "HttpApi"),
+        ("POST", "/jobs/{job_id}/rerun", "HttpApi"),
         ("GET", "/stats/queues", "HttpApi"),
         ("GET", "/stats/cache", "HttpApi"),
         ("POST", "/cache/invalidations", "HttpApi"),

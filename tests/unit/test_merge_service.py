@@ -27,12 +27,26 @@ from sttpipe.services.merging import MergeService
 
 JOB_ID = "fedcba9876543210fedcba9876543210"
 SPANS = [(0, 10_000), (10_000, 20_000), (20_000, 30_000)]
-World = tuple[MergeService, InMemoryObjectStore, InMemoryJobRepository, InMemoryWorkflow]
+
+
+class RecordingStore(InMemoryObjectStore):
+    """Notes which objects' existence the merge asked S3 about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sized: list[str] = []
+
+    def size(self, key: str) -> int | None:
+        self.sized.append(key)
+        return super().size(key)
+
+
+World = tuple[MergeService, RecordingStore, InMemoryJobRepository, InMemoryWorkflow]
 
 
 @pytest.fixture
 def world() -> World:
-    store, jobs, workflow = InMemoryObjectStore(), InMemoryJobRepository(), InMemoryWorkflow()
+    store, jobs, workflow = RecordingStore(), InMemoryJobRepository(), InMemoryWorkflow()
     now = datetime.now(UTC)
     jobs.add(Job(job_id=JOB_ID, filename="a.wav", upload_key="u", created_at=now, updated_at=now))
     jobs.add_chunks(
@@ -104,10 +118,12 @@ def test_all_chunks_done_completes_the_job_with_every_format(world: World) -> No
     assert stats["chunks_transcribed"] == 3 and stats["speech_api_calls"] == 3
     assert stats["cache_hits"] == {"L1": 0, "L2": 1, "L3": 0}
     assert {"split_seconds", "transcribe_seconds", "merge_seconds"} <= set(stats)
+    assert stats["runs"] == 1
     assert store.get_bytes(keys.transcript(JOB_ID, "vtt")).decode().startswith("WEBVTT")
     view = jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.COMPLETED
     assert workflow.answers[token].succeeded
+    assert store.sized == []  # every chunk was in the Map's results: nothing looked up
 
 
 def test_some_chunks_failed_makes_a_partial_transcript_that_names_them(world: World) -> None:
@@ -171,3 +187,56 @@ def test_a_failure_of_the_state_machine_itself_fails_the_job(world: World) -> No
     view = jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.FAILED
     assert view.job.failure_reason == "The job's state machine failed with States.Timeout."
+
+
+def _merge(service: MergeService, workflow: InMemoryWorkflow, *outcomes: ChunkOutcome) -> JobStatus:
+    return service.merge(
+        MergeTask(task_token=workflow.open_task(), job_id=JOB_ID, results=list(outcomes))
+    )
+
+
+def test_a_rerun_merges_its_chunks_with_those_an_earlier_run_stored(world: World) -> None:
+    service, store, jobs, workflow = world
+    first = _merge(
+        service,
+        workflow,
+        _done(store, 0, "First one.", "L1"),
+        _failed(1, cause="HTTP 503"),
+        _done(store, 2, "Third one."),
+    )
+    assert first is JobStatus.PARTIAL
+    assert jobs.reopen(JOB_ID) == 2
+
+    # The re-run's Map held only chunk 1.
+    assert _merge(service, workflow, _done(store, 1, "Second one.")) is JobStatus.COMPLETED
+
+    text = store.get_bytes(keys.transcript(JOB_ID, "txt")).decode()
+    assert text.split() == ["First", "one.", "Second", "one.", "Third", "one."]
+    stats = json.loads(store.get_bytes(keys.transcript(JOB_ID, "json")))["stats"]
+    assert stats["chunks_transcribed"] == 3 and stats["chunks_failed"] == 0
+    assert stats["speech_api_calls"] == 3  # every stored result's, not only the re-run's
+    assert stats["cache_hits"] == {"L1": 1, "L2": 0, "L3": 0}
+    assert stats["runs"] == 2
+    assert sorted(store.sized) == [keys.chunk_result(JOB_ID, 0), keys.chunk_result(JOB_ID, 2)]
+    view = jobs.get(JOB_ID)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason) == (JobStatus.COMPLETED, None)
+    assert view.job.stats["runs"] == 2
+
+
+def test_a_chunk_of_a_rerun_with_no_stored_result_counts_as_failed(world: World) -> None:
+    service, store, jobs, workflow = world
+    _merge(service, workflow, _done(store, 0, "First one."), _failed(1), _failed(2))
+    jobs.reopen(JOB_ID)
+    store.delete_prefix(keys.chunk_result(JOB_ID, 0))  # e.g. removed by hand since
+
+    status = _merge(service, workflow, _done(store, 1, "Second one."), _done(store, 2, "Third."))
+
+    assert status is JobStatus.PARTIAL
+    view = jobs.get(JOB_ID)
+    assert view is not None and view.job.failure_reason == "1 chunk(s) failed: 0"
+    assert view.chunks[0].state is ChunkState.FAILED  # so that a next re-run redoes it
+    assert "no result was stored" in (view.chunks[0].error or "")
+    document = json.loads(store.get_bytes(keys.transcript(JOB_ID, "json")))
+    assert [f["index"] for f in document["failed_chunks"]] == [0]
+    assert document["stats"]["chunks_transcribed"] == 2

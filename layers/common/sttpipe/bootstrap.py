@@ -201,4 +201,5 @@ def job_service() -> JobService:
         queues=SqsQueueStats(),
         cache=_cache_administration(),
         webhooks_enabled=notifier() is not None,
+        workflow=workflow(),
     )

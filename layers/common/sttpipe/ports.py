@@ -75,6 +75,13 @@ class JobRepository(Protocol):
         self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
     ) -> None: ...
 
+    def reopen(self, job_id: str) -> int | None:
+        """Take a PARTIAL or FAILED job back to TRANSCRIBING for a re-run, in one atomic step:
+        no failure reason, its chunks that are not DONE or SILENT PENDING again with no error,
+        one run more. Returns the new run number, or None when the job is in no status to re-run
+        (running, completed, or a concurrent reopen came first)."""
+        ...
+
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]: ...
 
     def delete(self, job_id: str) -> None:
@@ -85,7 +92,10 @@ class JobRepository(Protocol):
 class Workflow(Protocol):
     """The state machine side: start a job's execution, answer its callback tasks."""
 
-    def start(self, job_id: str, execution_input: str) -> str: ...
+    def start(self, job_id: str, execution_input: str, run: int = 1) -> str:
+        """Start the job's execution for its `run` (1 the first, higher for re-runs) and return
+        its ARN. Named after the job and the run: starting the same run again starts nothing."""
+        ...
 
     def succeed(self, task_token: str, output: str) -> None: ...
 

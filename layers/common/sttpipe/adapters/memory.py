@@ -135,8 +135,9 @@ class InMemoryObjectStore:
 
 
 class InMemoryJobRepository:
-    """Same rules as PostgresJobRepository: a final status is never replaced by set_status, and
-    finish() never replaces a final status with a non-final one."""
+    """Same rules as PostgresJobRepository: a final status is never replaced by set_status,
+    finish() never replaces a final status with a non-final one, and only reopen() takes a
+    PARTIAL or FAILED job back to TRANSCRIBING."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
@@ -197,6 +198,28 @@ class InMemoryJobRepository:
                         "updated_at": _now(),
                     }
                 )
+
+    def reopen(self, job_id: str) -> int | None:
+        with self._lock:
+            job = self._job(job_id)
+            if job.status not in (JobStatus.PARTIAL, JobStatus.FAILED):
+                return None
+            runs = job.runs + 1
+            self._jobs[job_id] = job.model_copy(
+                update={
+                    "status": JobStatus.TRANSCRIBING,
+                    "failure_reason": None,
+                    "runs": runs,
+                    "updated_at": _now(),
+                }
+            )
+            stored = self._chunks[job_id]
+            for index, chunk in stored.items():
+                if chunk.state not in (ChunkState.DONE, ChunkState.SILENT):
+                    stored[index] = chunk.model_copy(
+                        update={"state": ChunkState.PENDING, "error": None}
+                    )
+            return runs
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
         if limit < 1:
@@ -259,8 +282,8 @@ class InMemoryWorkflow:
         self._waiting: set[str] = set()
         self._lock = threading.Lock()
 
-    def start(self, job_id: str, execution_input: str) -> str:
-        arn = execution_arn(self.state_machine_arn, execution_name(job_id))
+    def start(self, job_id: str, execution_input: str, run: int = 1) -> str:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
         with self._lock:
             self.executions.setdefault(arn, execution_input)
         return arn

@@ -23,6 +23,10 @@ from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, Job
 from sttpipe.ports import JobNotFound
 
 FINAL_STATUSES = [s.value for s in JobStatus if s.is_final]
+# A job ended in one of these may run again for its chunks that did not finish.
+RERUNNABLE_STATUSES = [JobStatus.PARTIAL.value, JobStatus.FAILED.value]
+# Chunks a re-run leaves alone: they have their transcript, or need none.
+SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
 
 # Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
 # CREATE TABLE IF NOT EXISTS, which is not safe against itself.
@@ -30,7 +34,7 @@ _SCHEMA_LOCK_KEY = 0x5777_0001
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
-    " created_at, updated_at, failure_reason, stats, webhook_url"
+    " created_at, updated_at, failure_reason, stats, webhook_url, runs"
 )
 _LIST_FIRST_PAGE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
@@ -172,6 +176,30 @@ class PostgresJobRepository:
             )
             if cur.rowcount == 0:
                 self._require_job(conn, job_id)
+
+    def reopen(self, job_id: str) -> int | None:
+        """Move a PARTIAL or FAILED job back to TRANSCRIBING for a re-run, with its unfinished
+        chunks PENDING again; returns the new run number, or None when the job was in no status
+        to re-run (running, completed, or a concurrent reopen came first).
+
+        One transaction: the conditional UPDATE locks the job's row, so of two concurrent
+        reopens the second re-checks the status after the first commits and matches nothing.
+        """
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET status = %s, failure_reason = NULL, runs = runs + 1,"
+                " updated_at = now() WHERE job_id = %s AND status = ANY(%s) RETURNING runs",
+                (JobStatus.TRANSCRIBING.value, job_id, RERUNNABLE_STATUSES),
+            ).fetchone()
+            if row is None:
+                self._require_job(conn, job_id)
+                return None
+            conn.execute(
+                "UPDATE job_chunks SET state = %s, error = NULL, updated_at = now()"
+                " WHERE job_id = %s AND state <> ALL(%s)",
+                (ChunkState.PENDING.value, job_id, SETTLED_CHUNK_STATES),
+            )
+        return int(row[0])
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
         """A tenant's jobs, newest first; `before` is the last job_id of the previous page."""

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 -- Added after the first release: databases created before it gain the column here.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS webhook_url text;
+-- Executions the job has had: 1, plus one per re-run of its failed chunks.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS runs integer NOT NULL DEFAULT 1 CHECK (runs >= 1);
 
 -- Listing a tenant's jobs newest first, paginated by the (created_at, job_id) cursor.
 CREATE INDEX IF NOT EXISTS jobs_tenant_created_idx

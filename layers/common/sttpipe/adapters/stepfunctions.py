@@ -32,17 +32,20 @@ def default_sfn_client() -> SFNClient:
     return boto3.client("stepfunctions")
 
 
-def execution_name(job_id: str) -> str:
-    """The execution's name, a pure function of the job id.
+def execution_name(job_id: str, run: int = 1) -> str:
+    """The name of the job's execution for its `run` (1 the first, 2 its first re-run, ...), a
+    pure function of both.
 
     Step Functions refuses a second execution of the same name, which is what makes a
-    redelivered upload message harmless. Ids that are not already a safe name are cleaned and
-    suffixed with a hash, so that distinct ids keep distinct names.
+    redelivered upload message, or a repeated request for the same re-run, harmless. Ids that
+    are not already a safe name are cleaned and suffixed with a hash, so that distinct ids keep
+    distinct names.
     """
-    if _SAFE_NAME.fullmatch(job_id):
-        return job_id
-    digest = hashlib.sha256(job_id.encode()).hexdigest()[:16]
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", job_id)[: MAX_EXECUTION_NAME - len(digest) - 1]
+    base = job_id if run == 1 else f"{job_id}-run{run}"
+    if _SAFE_NAME.fullmatch(base):
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:16]
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", base)[: MAX_EXECUTION_NAME - len(digest) - 1]
     return f"{cleaned}-{digest}"
 
 
@@ -61,9 +64,10 @@ class StepFunctionsWorkflow:
         self.state_machine_arn = state_machine_arn
         self._sfn = client or default_sfn_client()
 
-    def start(self, job_id: str, execution_input: str) -> str:
-        """Start the job's execution and return its ARN; if it already exists, return that one."""
-        name = execution_name(job_id)
+    def start(self, job_id: str, execution_input: str, run: int = 1) -> str:
+        """Start the execution of the job's `run` and return its ARN; if it already exists,
+        return that one."""
+        name = execution_name(job_id, run)
         try:
             response = self._sfn.start_execution(
                 stateMachineArn=self.state_machine_arn, name=name, input=execution_input

@@ -55,6 +55,8 @@ class Job(BaseModel):
     stats: dict[str, Any] = Field(default_factory=dict)
     # Called (signed, see sttpipe.adapters.webhook) once the job reaches a final status.
     webhook_url: str | None = None
+    # How many executions the job has had: 1, plus one per re-run of its failed chunks.
+    runs: int = Field(default=1, ge=1)
 
 
 class ChunkProgress(BaseModel):

@@ -1,6 +1,7 @@
 """Job service behind the HTTP API: issue upload forms, report progress, hand out transcripts,
-delete jobs, and give operators queue and cache statistics. Every call names the caller's tenant;
-another tenant's job is treated exactly like one that does not exist."""
+re-run the failed chunks of a job, delete jobs, and give operators queue and cache statistics.
+Every call names the caller's tenant; another tenant's job is treated exactly like one that does
+not exist."""
 
 from __future__ import annotations
 
@@ -14,8 +15,23 @@ from pydantic import BaseModel, Field, field_validator
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkProgress, Job, JobStatus, JobView, Manifest, Priority
-from sttpipe.ports import CacheAdmin, JobRepository, ObjectNotFound, ObjectStore, QueueStats
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkState,
+    Job,
+    JobStatus,
+    JobView,
+    Manifest,
+    Priority,
+)
+from sttpipe.ports import (
+    CacheAdmin,
+    JobRepository,
+    ObjectNotFound,
+    ObjectStore,
+    QueueStats,
+    Workflow,
+)
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
 ALLOWED_CONTENT_TYPES = frozenset(
@@ -83,6 +99,7 @@ class JobStatusView(BaseModel):
     eta_seconds: float | None = None
     chunks: list[ChunkProgress]
     failure_reason: str | None = None
+    runs: int = Field(default=1, description="Executions so far: 1, plus one per re-run.")
     stats: dict[str, Any] = Field(default_factory=dict)
     downloads: dict[str, str] = Field(default_factory=dict)
 
@@ -92,7 +109,11 @@ class RequestRejected(ValueError):
 
 
 class JobBusy(RuntimeError):
-    """The job is being processed; it can be deleted once it has finished."""
+    """The job is being processed; it can be deleted or re-run once it has finished."""
+
+
+class NothingToRerun(RuntimeError):
+    """The job has no chunks a re-run could transcribe (completed, or never split)."""
 
 
 class FeatureUnavailable(RuntimeError):
@@ -102,6 +123,7 @@ class FeatureUnavailable(RuntimeError):
 # A job's objects all live under these prefixes (keys.py), so deleting them deletes the job.
 _JOB_PREFIXES = ("uploads/{}/", "work/{}/", "transcripts/{}/")
 _RUNNING = frozenset({JobStatus.SPLITTING, JobStatus.TRANSCRIBING, JobStatus.MERGING})
+_SETTLED = frozenset({ChunkState.DONE, ChunkState.SILENT})  # a re-run leaves these alone
 
 
 class JobService:
@@ -114,10 +136,12 @@ class JobService:
         queues: QueueStats | None = None,
         cache: CacheAdmin | None = None,
         webhooks_enabled: bool = False,
+        workflow: Workflow | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._settings = settings
+        self._workflow = workflow
         self._queues = queues
         self._cache = cache
         self._webhooks = webhooks_enabled
@@ -183,6 +207,42 @@ class JobService:
         self._jobs.delete(job_id)
         return {"objects_deleted": objects, "cache_entries_deleted": cached}
 
+    def rerun(self, job_id: str, tenant_id: str) -> JobStatusView | None:
+        """Transcribe again the chunks of a PARTIAL or FAILED job that did not finish, in a new
+        execution whose merge reuses the stored results of the others; None when the tenant has
+        no such job."""
+        if self._workflow is None:
+            raise FeatureUnavailable("re-runs are not configured on this deployment")
+        view = self._owned(job_id, tenant_id)
+        if view is None:
+            return None
+        job = view.job
+        if job.status in _RUNNING:
+            raise JobBusy(f"job {job_id} is {job.status}; re-run it once it has finished")
+        if job.status in (JobStatus.COMPLETED, JobStatus.AWAITING_UPLOAD):
+            raise NothingToRerun(f"job {job_id} is {job.status}: nothing to re-run")
+        manifest = self._manifest(job_id)
+        if manifest is None:  # the splitter refused the upload: there are no chunks
+            raise NothingToRerun(f"the upload was rejected: {job.failure_reason}; upload it again")
+        settled = {c.index for c in view.chunks if c.state in _SETTLED}
+        redo = [c for c in manifest.execution.chunks if c.index not in settled]
+        if not redo:
+            raise NothingToRerun(f"job {job_id} has no failed chunks to re-run")
+        run = self._jobs.reopen(job_id)
+        if run is None:  # its status changed since it was read: another re-run came first
+            raise JobBusy(f"job {job_id} is already being re-run")
+        execution = manifest.execution.model_copy(
+            update={"queue_url": self._settings.queue_url(job.priority), "chunks": redo}
+        )
+        try:
+            self._workflow.start(job_id, execution.model_dump_json(), run=run)
+        except Exception:
+            # Back to how it ended, so that it can be re-run again. The run number stays used:
+            # a start that failed may still have created its execution.
+            self._jobs.finish(job_id, job.status, stats=job.stats, reason=job.failure_reason)
+            raise
+        return self.status(job_id, tenant_id)
+
     def queue_depths(self) -> dict[str, dict[str, int]]:
         if self._queues is None:
             raise FeatureUnavailable("queue statistics are not configured on this deployment")
@@ -198,11 +258,17 @@ class JobService:
         view = self._jobs.get(job_id)
         return view if view is not None and view.job.tenant_id == tenant_id else None
 
+    def _manifest(self, job_id: str) -> Manifest | None:
+        """What the splitter made of the job's upload; None when it was never split."""
+        try:
+            return Manifest.model_validate_json(self._store.get_bytes(keys.manifest(job_id)))
+        except ObjectNotFound:
+            return None
+
     def _content_hashes(self, job_id: str) -> list[str]:
         """What the job's cache entries are keyed by: its upload's and its chunks' hashes."""
-        try:
-            manifest = Manifest.model_validate_json(self._store.get_bytes(keys.manifest(job_id)))
-        except ObjectNotFound:
+        manifest = self._manifest(job_id)
+        if manifest is None:
             return []  # never split: nothing of it was cached
         found = [c.pcm_sha256 for c in manifest.execution.chunks]
         return found + ([manifest.upload_sha256] if manifest.upload_sha256 else [])
@@ -229,6 +295,7 @@ class JobService:
             eta_seconds=estimate_seconds_left(view, datetime.now(UTC)),
             chunks=view.chunks,
             failure_reason=job.failure_reason,
+            runs=job.runs,
             stats=job.stats,
             downloads=downloads,
         )

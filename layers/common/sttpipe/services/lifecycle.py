@@ -2,9 +2,9 @@
 
 Every transition of a job or a chunk goes through the JobRepository, so wrapping it announces
 each one exactly where it happens, after it is stored, without the services knowing about
-events: the splitter's TRANSCRIBING is JobQueued, a worker's DONE/FAILED chunk is
-ChunkCompleted/ChunkFailed, the merge's (or a rejected upload's) finish is FileCompleted,
-FilePartial or FileFailed.
+events: the splitter's TRANSCRIBING and a re-run's reopen are JobQueued, a worker's DONE/FAILED
+chunk is ChunkCompleted/ChunkFailed, the merge's (or a rejected upload's) finish is
+FileCompleted, FilePartial or FileFailed.
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ class PublishingJobRepository:
     def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None:
         self._inner.set_status(job_id, status, reason=reason)
         if status is JobStatus.TRANSCRIBING:
-            view = self._view(job_id)
-            self._events.publish(
-                JobQueued(
-                    job_id=job_id,
-                    tenant_id=view.job.tenant_id,
-                    priority=view.job.priority,
-                    chunks_total=len(view.chunks),
-                    chunks_to_transcribe=sum(c.state is ChunkState.PENDING for c in view.chunks),
-                )
-            )
+            self._queued(job_id)
+
+    def reopen(self, job_id: str) -> int | None:
+        run = self._inner.reopen(job_id)
+        if run is not None:
+            self._queued(job_id)  # the chunks it made PENDING again are the ones to transcribe
+        return run
 
     def set_chunk_state(
         self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
@@ -66,6 +63,18 @@ class PublishingJobRepository:
                     chunks_failed=stats.get("chunks_failed"),
                 )
             )
+
+    def _queued(self, job_id: str) -> None:
+        view = self._view(job_id)
+        self._events.publish(
+            JobQueued(
+                job_id=job_id,
+                tenant_id=view.job.tenant_id,
+                priority=view.job.priority,
+                chunks_total=len(view.chunks),
+                chunks_to_transcribe=sum(c.state is ChunkState.PENDING for c in view.chunks),
+            )
+        )
 
     def _view(self, job_id: str) -> JobView:
         view = self._inner.get(job_id)

@@ -19,6 +19,7 @@ from sttpipe.domain.models import (
     JobStatus,
     Manifest,
     MergeTask,
+    TaskError,
 )
 from sttpipe.ports import JobRepository, Notifier, ObjectStore, TaskNoLongerWaiting, Workflow
 from sttpipe.transcript import (
@@ -67,7 +68,7 @@ class MergeService:
 
         done: list[ChunkTranscript] = []
         failed: list[FailedChunk] = []
-        for outcome in sorted(task.results, key=lambda o: o.index):
+        for outcome in self._every_chunk(task, manifest):
             if outcome.result_key is not None:
                 done.append(
                     ChunkTranscript.model_validate_json(self._store.get_bytes(outcome.result_key))
@@ -87,7 +88,7 @@ class MergeService:
                     )
 
         status, job_reason = _outcome(done, failed)
-        stats = _statistics(manifest, done, failed)
+        stats = _statistics(manifest, done, failed, runs=view.job.runs if view else 1)
         if status is not JobStatus.FAILED:
             transcript = assemble(done, failed, language=manifest.execution.language)
             stats["merge_seconds"] = round(time.monotonic() - started, 3)
@@ -107,6 +108,23 @@ class MergeService:
                 "state machine stopped waiting for the merge", extra={"job_id": task.job_id}
             )
         return status
+
+    def _every_chunk(self, task: MergeTask, manifest: Manifest) -> list[ChunkOutcome]:
+        """The outcome of every chunk of the job, in order. A re-run's Map holds only the chunks
+        it redid; the others' results were stored by an earlier run (a first run holds all, so
+        this looks nothing up)."""
+        outcomes = {o.index: o for o in task.results}
+        for chunk in manifest.execution.chunks:
+            if chunk.index not in outcomes:
+                outcomes[chunk.index] = self._stored_outcome(task.job_id, chunk.index)
+        return sorted(outcomes.values(), key=lambda o: o.index)
+
+    def _stored_outcome(self, job_id: str, index: int) -> ChunkOutcome:
+        key = keys.chunk_result(job_id, index)
+        if self._store.size(key) is not None:
+            return ChunkOutcome(index=index, result_key=key)
+        cause = f"Chunk {index}: no result was stored by an earlier run."
+        return ChunkOutcome(index=index, error=TaskError(Error="Chunk.NoResult", Cause=cause))
 
     def _remember(self, tenant_id: str, manifest: Manifest, transcript: Transcript) -> None:
         """Keep a completed transcript under its upload's hash: a re-upload is answered from it."""
@@ -182,7 +200,7 @@ def _outcome(
 
 
 def _statistics(
-    manifest: Manifest, done: list[ChunkTranscript], failed: list[FailedChunk]
+    manifest: Manifest, done: list[ChunkTranscript], failed: list[FailedChunk], *, runs: int
 ) -> dict[str, Any]:
     cache_hits = Counter(c.cache_level for c in done if c.cache_level)
     return {
@@ -195,4 +213,5 @@ def _statistics(
         "cache_hits": {level: cache_hits.get(level, 0) for level in ("L1", "L2", "L3")},
         "split_seconds": manifest.split_seconds,
         "transcribe_seconds": round(sum(c.seconds for c in done), 3),
+        "runs": runs,
     }
