@@ -21,6 +21,16 @@ def fresh_powertools_providers() -> Iterator[None]:
     parameters_base.DEFAULT_PROVIDERS.clear()
 
 
+@pytest.fixture
+def moto_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment boto3 needs to talk to moto in process: a region, fake credentials and
+    no endpoint override (which would send the calls to a real emulator instead)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
 @pytest.fixture(scope="session")
 def localstack() -> Iterator[LocalStackEmulator]:
     """One LocalStack on this host for the whole session, started when a test first needs it.

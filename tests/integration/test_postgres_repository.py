@@ -462,12 +462,8 @@ def test_repository_from_settings_needs_a_database() -> None:
 
 
 @pytest.mark.integration
-def test_conninfo_from_an_rds_secret(pg_conninfo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conninfo_from_an_rds_secret(pg_conninfo: str, moto_env: None) -> None:
     # Secrets Manager is moto's; the database it points at is the real one.
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     params = conninfo_to_dict(pg_conninfo)
     secret = {
         "engine": "postgres",

@@ -21,11 +21,7 @@ BUCKET = "sttpipe-test"
 
 
 @pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def credentials(moto_env: None) -> Iterator[None]:
     # The container-wide client is built from the environment on first use: rebuild per test.
     default_s3_client.cache_clear()
     yield

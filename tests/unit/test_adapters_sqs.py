@@ -15,11 +15,7 @@ from sttpipe.adapters.sqs import SqsMessageQueues
 
 
 @pytest.fixture
-def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[SQSClient]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def sqs(moto_env: None) -> Iterator[SQSClient]:
     with mock_aws():
         yield boto3.client("sqs")
 

@@ -23,11 +23,7 @@ from sttpipe.ports import TaskNoLongerWaiting
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def aws(moto_env: None) -> Iterator[dict[str, Any]]:
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sqs = boto3.client("sqs")
         sfn = boto3.client("stepfunctions")
