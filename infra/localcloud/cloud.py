@@ -61,7 +61,8 @@ class LocalCloud:
     function_env: added to every function's environment.
     concurrency: processes per function at most (int, or logical id -> int).
     log_dir: one log file per function (<LogicalId>.log); a new temporary directory if None.
-    visibility_timeout_cap_s: TEST ONLY, caps the queues' visibility timeouts (see provision).
+    visibility_timeout_cap_s: TEST ONLY, caps the queues' visibility timeouts (see provision),
+        and the workers' retry backoff, which is a visibility change too.
     poll: False leaves the SQS event sources alone: functions run only when `host.invoke` is
         called (how the tests feed events/ files to handlers, like `sam local invoke -e`).
     """
@@ -92,6 +93,8 @@ class LocalCloud:
         self.secret_values = dict(secret_values or {})
         self.extra_secrets = dict(extra_secrets or {})
         self.function_env = dict(function_env or {})
+        if visibility_timeout_cap_s is not None:
+            self.function_env.setdefault("STT_RETRY_BACKOFF_MAX_S", str(visibility_timeout_cap_s))
         self.concurrency = concurrency
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="sttpipe-logs-"))
         self.echo_logs = echo_logs

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sttpipe.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,6 +110,19 @@ def test_queue_visibility_covers_the_consuming_function(template: dict[str, Any]
             queue = resources[event["Properties"]["Queue"]["Fn::GetAtt"][0]]
             visibility = queue["Properties"]["VisibilityTimeout"]
             assert visibility >= 6 * props.get("Timeout", default_timeout)
+
+
+def test_a_chunk_waiting_out_its_retry_backoff_does_not_time_out_its_task(
+    template: dict[str, Any],
+) -> None:
+    # The worker heartbeats a chunk's task when a delivery starts and while it transcribes; a
+    # message hidden for its backoff shows no life, and the task would fail over if the longest
+    # backoff plus a whole delivery outlasted the heartbeat.
+    worker = template["Resources"]["WorkerFunction"]["Properties"]
+    heartbeat = template["Parameters"]["ChunkHeartbeatSeconds"]["Default"]
+    settings = Settings()
+    assert settings.retry_backoff_max_s + worker["Timeout"] < heartbeat
+    assert settings.heartbeat_interval_s < heartbeat
 
 
 def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
