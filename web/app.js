@@ -1,6 +1,7 @@
 // sttpipe web client: no framework, no build step. Copy it and change what you need.
 // 1. POST /uploads -> a pre-signed S3 form   2. POST the file straight to S3 (progress bar)
 // 3. poll GET /jobs/{id} until it ends         4. show the transcript and the download links
+// 5. if some chunks failed: POST /jobs/{id}/rerun redoes only those, then back to 3
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -74,6 +75,9 @@ async function follow(jobId) {
 }
 
 async function showResult(job) {
+  // A job whose chunks failed (not one whose upload was refused) can redo just those.
+  $("rerun").hidden = !job.chunks.some((c) => c.state === "FAILED");
+  $("rerun").dataset.jobId = job.job_id;
   if (job.status === "FAILED") throw new Error(`the job failed: ${job.failure_reason}`);
   if (job.status === "PARTIAL") $("error").textContent = `some chunks failed: ${job.failure_reason}`;
   const text = await fetch(job.downloads.txt);
@@ -90,13 +94,33 @@ async function showResult(job) {
   $("result").hidden = false;
 }
 
-$("upload-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const file = $("file").files[0];
+// Runs one step of the page (upload, re-run) with the buttons off and its error shown.
+async function step(work) {
   $("error").textContent = "";
   $("result").hidden = true;
+  $("rerun").hidden = true;
   $("start").disabled = true;
   try {
+    await work();
+  } catch (error) {
+    $("error").textContent = error.message;
+  } finally {
+    $("start").disabled = false;
+  }
+}
+
+$("rerun").addEventListener("click", () =>
+  step(async () => {
+    const jobId = $("rerun").dataset.jobId;
+    await api(`/jobs/${jobId}/rerun`, { method: "POST" });
+    await showResult(await follow(jobId));
+  }),
+);
+
+$("upload-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const file = $("file").files[0];
+  return step(async () => {
     const request = {
       filename: file.name,
       content_type: typeOf(file),
@@ -110,9 +134,5 @@ $("upload-form").addEventListener("submit", async (event) => {
     await uploadToS3(ticket.upload, file, (share) => ($("upload-progress").value = share * 100));
     $("upload-progress").value = 100;
     await showResult(await follow(ticket.job_id));
-  } catch (error) {
-    $("error").textContent = error.message;
-  } finally {
-    $("start").disabled = false;
-  }
+  });
 });

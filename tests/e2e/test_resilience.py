@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from localcloud.cli import SAMPLE
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
-from sttpipe.audio.testing import read_pcm, write_wav
+from sttpipe.audio.testing import read_pcm, scaled, write_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +79,8 @@ _variants = iter(range(1, 100))
 def variant(tmp_path: Path) -> Path:
     """The sample at another gain: the same speech, chunks the cache has never seen."""
     gain = 1.0 - 0.02 * next(_variants)
-    samples = array("h", read_pcm(SAMPLE))
-    scaled = array("h", (int(s * gain) for s in samples))
     path = tmp_path / f"sample-{gain:.2f}.wav"
-    write_wav(path, scaled.tobytes())
+    write_wav(path, scaled(read_pcm(SAMPLE), gain))
     return path
 
 

@@ -1,16 +1,20 @@
 """The web page in a real headless Chromium against the local cloud (moto): pick the sample,
 create the upload, POST it to S3 with a progress bar, follow the job, show the transcript and
-its downloads. The final page is kept as test-artifacts/web-page.png."""
+its downloads, and re-run the failed chunk of a PARTIAL job. The final page of the first test is
+kept as test-artifacts/web-page.png."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localcloud.pipeline import LocalPipeline
+from sttpipe.audio.testing import read_pcm, scaled, write_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -39,74 +43,111 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[LocalPipeline]:
-    with LocalPipeline(emulator="moto") as running:
+    # A chunk failed on purpose is given up within seconds (3 deliveries, 1 s and 2 s apart),
+    # and the circuit it may open closes again before the next test.
+    env = {"STT_RETRY_BACKOFF_BASE_S": "1", "STT_SPEECH_BREAKER_COOLDOWN_S": "2"}
+    with LocalPipeline(emulator="moto", function_env=env) as running:
         yield running
+
+
+@contextmanager
+def chromium_page(profile: Path) -> Iterator[Any]:
+    """A page in a fresh headless Chromium (a persistent context is how Playwright takes a
+    --user-data-dir of our own)."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def wait_for_the_outcome(page: Any) -> None:
+    """Either the transcript shows or the page says what went wrong (a slow, loaded machine can
+    take minutes: the speech engine is real)."""
+    page.wait_for_function(
+        "!document.querySelector('#result').hidden"
+        " || document.querySelector('#error').textContent !== ''",
+        timeout=600_000,
+    )
 
 
 def test_page_uploads_follows_and_shows_the_transcript(
     pipeline: LocalPipeline, tmp_path: Path
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        # A persistent context is how Playwright takes a fresh --user-data-dir of our own.
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-        )
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with chromium_page(tmp_path / "profile") as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{pipeline.api_url}/web/#token={pipeline.token()}")
+        page.set_input_files("#file", str(SAMPLE))
+        page.fill("#language", "en")
+        page.click("#start")
+
+        wait_for_the_outcome(page)
+        page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+        assert page.text_content("#error") == ""
+        assert page.get_attribute("#upload-progress", "value") == "100"
+        assert page.text_content("#job-status") == "COMPLETED"
+        transcript = (page.text_content("#transcript") or "").lower()
+        expected = SAMPLE.with_suffix(".txt").read_text().lower().split()
+        assert sum(word in transcript for word in expected[:20]) >= 15
+        links = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.download)")
+        assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt")]
+        assert page.locator("#chunks span.DONE").count() >= 1
+        assert page.is_hidden("#rerun")
+        assert errors == []
+
+
+def test_page_reruns_the_failed_chunks_of_a_partial_job(
+    pipeline: LocalPipeline, tmp_path: Path
+) -> None:
+    quieter = tmp_path / "quieter.wav"  # audio the cache has not seen
+    write_wav(quieter, scaled(read_pcm(SAMPLE), 0.9))
+    pipeline.speech.control(fail_files={"00001.flac": 503})
+    try:
+        with chromium_page(tmp_path / "profile") as page:
             page.goto(f"{pipeline.api_url}/web/#token={pipeline.token()}")
-            page.set_input_files("#file", str(SAMPLE))
+            page.set_input_files("#file", str(quieter))
             page.fill("#language", "en")
             page.click("#start")
+            wait_for_the_outcome(page)
+            assert page.text_content("#job-status") == "PARTIAL"
+            assert page.text_content("#error") == "some chunks failed: 1 chunk(s) failed: 1"
+            assert page.locator("#chunks span.FAILED").count() == 1
+            assert "[chunk 1 not transcribed" in (page.text_content("#transcript") or "")
 
-            # Either the transcript shows or the page says what went wrong (a slow, loaded
-            # machine can take minutes: the speech engine is real).
+            pipeline.speech.control(fail_files={})  # the API recovered
+            page.click("#rerun")
             page.wait_for_function(
-                "!document.querySelector('#result').hidden"
-                " || document.querySelector('#error').textContent !== ''",
-                timeout=600_000,
+                "document.querySelector('#job-status').textContent !== 'PARTIAL'"
             )
-            page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+            wait_for_the_outcome(page)
             assert page.text_content("#error") == ""
-            assert page.get_attribute("#upload-progress", "value") == "100"
             assert page.text_content("#job-status") == "COMPLETED"
-            transcript = (page.text_content("#transcript") or "").lower()
-            expected = SAMPLE.with_suffix(".txt").read_text().lower().split()
-            assert sum(word in transcript for word in expected[:20]) >= 15
-            links = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.download)")
-            assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt")]
-            assert page.locator("#chunks span.DONE").count() >= 1
-            assert errors == []
-        finally:
-            browser.close()
+            assert page.locator("#chunks span.FAILED").count() == 0
+            assert "not transcribed" not in (page.text_content("#transcript") or "")
+            assert page.is_hidden("#rerun")
+    finally:
+        pipeline.speech.control(fail_files={})
 
 
 def test_page_shows_why_an_upload_is_refused(pipeline: LocalPipeline, tmp_path: Path) -> None:
     bogus = tmp_path / "notes.txt"
     bogus.write_text("not audio")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"{pipeline.api_url}/web/#token=forged.token.value")
-            page.set_input_files("#file", str(SAMPLE))
-            page.click("#start")
-            page.wait_for_function("document.querySelector('#error').textContent !== ''")
-            assert page.text_content("#error") == "401: Unauthorized"
+    with chromium_page(tmp_path / "profile") as page:
+        page.goto(f"{pipeline.api_url}/web/#token=forged.token.value")
+        page.set_input_files("#file", str(SAMPLE))
+        page.click("#start")
+        page.wait_for_function("document.querySelector('#error').textContent !== ''")
+        assert page.text_content("#error") == "401: Unauthorized"
 
-            page.goto(f"{pipeline.api_url}/web/#token={pipeline.token()}")
-            page.reload()
-            page.set_input_files("#file", str(bogus))
-            page.click("#start")
-            page.wait_for_function("document.querySelector('#error').textContent !== ''")
-            assert "422" in (page.text_content("#error") or "")
-            assert "content_type" in (page.text_content("#error") or "")
-        finally:
-            browser.close()
+        page.goto(f"{pipeline.api_url}/web/#token={pipeline.token()}")
+        page.reload()
+        page.set_input_files("#file", str(bogus))
+        page.click("#start")
+        page.wait_for_function("document.querySelector('#error').textContent !== ''")
+        assert "422" in (page.text_content("#error") or "")
+        assert "content_type" in (page.text_content("#error") or "")

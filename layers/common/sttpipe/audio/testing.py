@@ -41,6 +41,12 @@ def silence(seconds: float) -> bytes:
     return bytes(round(seconds * SAMPLE_RATE) * SAMPLE_WIDTH)
 
 
+def scaled(pcm: bytes, gain: float) -> bytes:
+    """The same audio at another volume: the same words, PCM (and so cache keys) never seen."""
+    samples = array.array("h", pcm)
+    return array.array("h", (int(s * gain) for s in samples)).tobytes()
+
+
 def _take(pattern: bytes, seconds: float) -> bytes:
     size = round(seconds * SAMPLE_RATE) * SAMPLE_WIDTH
     return (pattern * (size // len(pattern) + 1))[:size]
