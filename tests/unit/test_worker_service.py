@@ -42,8 +42,13 @@ JOB_ID = "0123456789abcdef0123456789abcdef"
 
 
 class World:
-    def __init__(self, transcriber: FakeTranscriber, cache: TranscriptCache | None = None) -> None:
-        self.store = InMemoryObjectStore()
+    def __init__(
+        self,
+        transcriber: FakeTranscriber,
+        cache: TranscriptCache | None = None,
+        store: InMemoryObjectStore | None = None,
+    ) -> None:
+        self.store = store or InMemoryObjectStore()
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.transcriber = transcriber
@@ -159,41 +164,28 @@ def test_redelivery_after_a_stored_result_answers_without_calling_the_api_again(
     assert world.workflow.answers[second.task_token].succeeded
 
 
-class RacedTranscriber(FakeTranscriber):
-    """Another delivery of the same message stores the chunk's result while this call runs."""
+class RacedStore(InMemoryObjectStore):
+    """Another delivery of the same message stores the chunk's result while this one fetches
+    the chunk's audio for its own call."""
 
-    def __init__(self, store: InMemoryObjectStore) -> None:
-        super().__init__(default="this delivery's text")
-        self.store = store
-
-    def transcribe(
-        self,
-        audio: bytes,
-        filename: str,
-        *,
-        language: str | None,
-        prompt: str | None = None,
-        remaining_s: float | None = None,
-    ) -> Transcription:
-        winner = ChunkTranscript(index=2, start_ms=60_000, end_ms=90_000, text="won", api_calls=1)
-        result_key = keys.chunk_result(JOB_ID, 2)
-        self.store.put_bytes(result_key, winner.model_dump_json().encode(), "application/json")
-        return super().transcribe(
-            audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
-        )
+    def get_bytes(self, key: str) -> bytes:
+        if key == keys.chunk_audio(JOB_ID, 2):
+            won = ChunkTranscript(index=2, start_ms=60_000, end_ms=90_000, text="won", api_calls=1)
+            result_key = keys.chunk_result(JOB_ID, 2)
+            self.put_bytes(result_key, won.model_dump_json().encode(), "application/json")
+        return super().get_bytes(key)
 
 
 def test_a_delivery_that_loses_the_race_to_store_neither_overwrites_nor_answers() -> None:
-    world = World(FakeTranscriber())
-    raced = RacedTranscriber(world.store)
-    service = WorkerService(world.store, world.jobs, world.workflow, raced, world.settings)
+    world = World(FakeTranscriber(default="this delivery's text"), store=RacedStore())
     task = world.task()
-    service.process(task, receive_count=1)
+    world.service.process(task, receive_count=1)
 
     result = ChunkTranscript.model_validate_json(
         world.store.get_bytes(keys.chunk_result(JOB_ID, 2))
     )
-    assert (result.text, result.api_calls) == ("won", 1)  # the first writer's calls still count
+    assert len(world.transcriber.calls) == 1  # this delivery did call the API...
+    assert (result.text, result.api_calls) == ("won", 1)  # ...but the first writer's result stays
     assert task.task_token not in world.workflow.answers  # the winner answers, once
     assert world.chunk_state() is ChunkState.PENDING
 
