@@ -169,13 +169,21 @@ def test_failures_in_two_containers_open_the_circuit_for_both(
     assert sum(r.getMessage() == "speech API circuit opened" for r in caplog.records) == 1
 
 
-def test_after_the_cool_down_one_trial_fleet_wide_and_its_failure_reopens(
-    namespace: str,
-) -> None:
-    first, second = _breaker(namespace, cooldown_s=0.2), _breaker(namespace, cooldown_s=0.2)
+def _half_open(namespace: str, trial_lease_s: float = 30.0) -> tuple[Breaker, Breaker]:
+    """Two containers' breakers after one failure opened the circuit and its 0.2 s passed."""
+    first, second = (
+        _breaker(namespace, cooldown_s=0.2, trial_lease_s=trial_lease_s) for _ in range(2)
+    )
     first.before_call()
     first.record(failed=True)
     threading.Event().wait(0.25)
+    return first, second
+
+
+def test_after_the_cool_down_one_trial_fleet_wide_and_its_failure_reopens(
+    namespace: str,
+) -> None:
+    first, second = _half_open(namespace)
     first.before_call()  # the trial
     for breaker in (second, first):  # nobody else, not even the same container again
         with pytest.raises(SpeechBackPressure) as deferred:
@@ -208,11 +216,7 @@ def test_a_trial_that_succeeds_closes_the_circuit_for_every_container(namespace:
 
 
 def test_a_dead_trial_holder_does_not_keep_the_circuit_half_open(namespace: str) -> None:
-    first = _breaker(namespace, cooldown_s=0.2, trial_lease_s=0.3)
-    second = _breaker(namespace, cooldown_s=0.2, trial_lease_s=0.3)
-    first.before_call()
-    first.record(failed=True)
-    threading.Event().wait(0.25)
+    first, second = _half_open(namespace, trial_lease_s=0.3)
     first.before_call()  # the trial, and then this container dies
     with pytest.raises(SpeechBackPressure):
         second.before_call()
@@ -223,10 +227,7 @@ def test_a_dead_trial_holder_does_not_keep_the_circuit_half_open(namespace: str)
 def test_a_trial_that_got_no_slot_lets_another_container_try_and_leaves_it_open(
     namespace: str,
 ) -> None:
-    first, second = _breaker(namespace, cooldown_s=0.2), _breaker(namespace, cooldown_s=0.2)
-    first.before_call()
-    first.record(failed=True)
-    threading.Event().wait(0.25)
+    first, second = _half_open(namespace)
     no_slot = FakeTranscriber([SpeechBackPressure("no slot free", retry_after_s=0.1)])
     with pytest.raises(SpeechBackPressure):
         _call(BreakingTranscriber(no_slot, first))  # the trial never reached the API
