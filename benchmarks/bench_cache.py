@@ -30,29 +30,24 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import SecretStr
-
-from localcloud.services import ensure_redis, scratch_database
-from localcloud.speech_server import SpeechServer
-from sttpipe.adapters.memory import (
+from sttpipe_testing.audio import read_pcm, write_encoded, write_wav
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
-from sttpipe.adapters.postgres import apply_schema
-from sttpipe.audio.testing import read_pcm, write_encoded, write_wav
-from sttpipe.cache import (
-    CachedChunk,
-    CachedSegment,
-    CacheLevel,
-    TieredCache,
-    build_transcript_cache,
-)
+
+from localcloud.services import ensure_redis, scratch_database
+from localcloud.speech_server import SpeechServer
+from sttpipe.adapters.database import apply_schema
+from sttpipe.cache import TieredCache, build_transcript_cache, redis_for
 from sttpipe.cache.base import seal
 from sttpipe.cache.transcripts import CHUNKS
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import ChunkOutcome, ChunkTask, ExecutionInput, Job, JobStatus, MergeTask
+from sttpipe.domain.transcripts import CachedChunk, CachedSegment, CacheLevel
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
@@ -94,7 +89,7 @@ def typical_chunk() -> CachedChunk:
 
 
 def bench_lookups(settings: Settings, n: int) -> None:
-    cache = build_transcript_cache(settings)
+    cache = build_transcript_cache(settings, redis_for(settings))
     assert cache is not None
     tiered = cache.tiered
     assert tiered.l1 and tiered.l2 and tiered.l3
@@ -144,7 +139,9 @@ class Services:
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.settings = settings
-        self._caches = [build_transcript_cache(settings) for _ in range(workers + 2)]
+        self._caches = [
+            build_transcript_cache(settings, redis_for(settings)) for _ in range(workers + 2)
+        ]
         self.splitter = SplitterService(
             self.store, self.jobs, self.workflow, settings, self._caches[0]
         )
@@ -371,7 +368,9 @@ def main() -> None:
             bench_replay(settings, Path(tmp))
         finally:
             for ns in (namespace, f"{namespace}-replay"):
-                cache = build_transcript_cache(settings.model_copy(update={"cache_namespace": ns}))
+                cache = build_transcript_cache(
+                    settings.model_copy(update={"cache_namespace": ns}), redis_for(settings)
+                )
                 assert cache is not None and cache.tiered.l2 is not None
                 cache.tiered.l2.drop_namespace()
                 cache.tiered.close()

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sttpipe_testing.audio import flite_available, silence, speak, write_wav
 
 from localcloud.cli import word_error_rate
 from localcloud.speech_server import Engine, load_engine
 from sttpipe.audio import SAMPLE_RATE, SplitOptions, decode_bytes, split_file
-from sttpipe.audio.testing import flite_available, silence, speak, write_wav
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkTranscript, Segment
 from sttpipe.transcript import assemble

@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 
+from sttpipe_testing.audio import read_pcm, write_wav
+
 from localcloud.cli import SAMPLE
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
-from sttpipe.audio.testing import read_pcm, write_wav
 
 _gains = count(1)
 

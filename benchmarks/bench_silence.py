@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from bench_quality import SENTENCES, VOICES, as_samples
+from sttpipe_testing.audio import flite_available, silence, speak, write_wav
 
 from sttpipe.audio import SAMPLE_RATE, SplitOptions, decode_bytes, split_file
-from sttpipe.audio.testing import flite_available, silence, speak, write_wav
 from sttpipe.config import Settings
 from sttpipe.transcript.text import normalize
 

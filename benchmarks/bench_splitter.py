@@ -72,7 +72,7 @@ def peak_rss_mb() -> float:
 
 
 def make_inputs(directory: Path, minutes: float) -> list[Path]:
-    from sttpipe.audio.testing import read_pcm, write_encoded, write_wav
+    from sttpipe_testing.audio import read_pcm, write_encoded, write_wav
 
     speech = read_pcm(SAMPLE)
     repeats = math.ceil(minutes * 60 * 32000 / len(speech))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -17,9 +15,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sttpipe.bootstrap import metric_recorder, splitter_service
-from sttpipe.domain.models import JobStatus
-from sttpipe.observability import Metric
+from sttpipe.bootstrap import splitter_service
 
 logger = Logger()
 tracer = Tracer()
@@ -33,25 +29,13 @@ def record_handler(record: SQSRecord) -> None:
     if body.get("Event") == "s3:TestEvent":
         # S3 sends one when the notification is configured; there is nothing to split.
         return
-    record_metric = metric_recorder()
     # The lenient data class, not the strict parser model: emulators leave out fields that
     # real S3 sends (userIdentity, ownerIdentity), and only the object matters here.
     for s3_record in S3Event(body).records:
         obj = s3_record.s3.get_object
-        started = time.perf_counter()
         outcome = splitter_service().handle_upload(obj.key, etag=obj.etag or "")
         logger.append_keys(job_id=outcome.job_id)
         tracer.put_annotation("job_id", outcome.job_id)
-        if outcome.status is JobStatus.FAILED:
-            record_metric(Metric.JOBS_REJECTED, 1)
-        elif outcome.status is JobStatus.TRANSCRIBING:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            record_metric(Metric.JOBS_ACCEPTED, 1)
-            record_metric(Metric.CHUNKS_QUEUED, outcome.chunks)
-            record_metric(Metric.SPLIT_DURATION, elapsed_ms, MetricUnit.Milliseconds)
-        elif outcome.status is JobStatus.COMPLETED:  # a re-upload answered from the cache
-            record_metric(Metric.JOBS_ACCEPTED, 1)
-            record_metric(Metric.JOBS_COMPLETED, 1)
 
 
 @logger.inject_lambda_context(clear_state=True)

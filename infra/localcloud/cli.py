@@ -215,7 +215,7 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
     """The transcript cache's statistics, of `stt up`'s local cloud or of the servers named."""
     from pydantic import SecretStr
 
-    from sttpipe.cache import build_transcript_cache
+    from sttpipe.cache import build_transcript_cache, redis_for
     from sttpipe.config import Settings
 
     state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
@@ -229,7 +229,7 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
         redis_url=SecretStr(redis) if redis else None,
         cache_namespace=args.namespace or state.get("cache_namespace") or "stt",
     )
-    cache = build_transcript_cache(settings)
+    cache = build_transcript_cache(settings, redis_for(settings))
     if cache is None:
         _err("stt cache stats: the cache is disabled (STT_CACHE_ENABLED)")
         return EXIT_USAGE

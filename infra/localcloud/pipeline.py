@@ -22,7 +22,7 @@ from localcloud.cloud import DEFAULT_TEMPLATE, LocalCloud
 from localcloud.provision import ExtraSecret
 from localcloud.services import ServiceUnavailable, ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer, Switches
-from sttpipe.adapters.postgres import apply_schema
+from sttpipe.adapters.database import apply_schema
 from sttpipe.cache import CacheUnavailable
 from sttpipe.cache.redis import RedisCache, redis_client
 

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sttpipe_testing.audio import read_pcm, write_wav
 
 from localcloud.cli import SAMPLE
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
-from sttpipe.audio.testing import read_pcm, write_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from localcloud.pipeline import LocalPipeline
-from sttpipe.adapters.postgres import PostgresJobRepository, create_pool
+from sttpipe.adapters.database import create_pool
+from sttpipe.adapters.postgres import PostgresJobRepository
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkProgress,

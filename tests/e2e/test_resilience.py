@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sttpipe_testing.audio import read_pcm, scaled, write_wav
 
 from localcloud.cli import SAMPLE
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
-from sttpipe.audio.testing import read_pcm, scaled, write_wav
 
 pytestmark = pytest.mark.e2e
 

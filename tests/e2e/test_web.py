@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sttpipe_testing.audio import read_pcm, scaled, write_wav
 
 from localcloud.pipeline import LocalPipeline
-from sttpipe.audio.testing import read_pcm, scaled, write_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -26,27 +26,18 @@ import pytest
 import redis
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
-
-from localcloud.runtime import LambdaContext
-from sttpipe import bootstrap
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryEventPublisher,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
-from sttpipe.adapters.postgres import apply_schema, create_pool
-from sttpipe.cache import (
-    CachedChunk,
-    CacheKey,
-    CacheLevel,
-    EntryKind,
-    Hit,
-    KeyParams,
-    TieredCache,
-    TranscriptCache,
-)
+
+from localcloud.runtime import LambdaContext
+from sttpipe import bootstrap
+from sttpipe.adapters.database import apply_schema, create_pool
+from sttpipe.cache import CacheKey, EntryKind, KeyParams, TieredCache, TieredTranscriptCache
 from sttpipe.cache.base import seal, unseal
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.postgres import PostgresCache
@@ -64,6 +55,7 @@ from sttpipe.domain.models import (
     ChunkTranscript,
     Job,
 )
+from sttpipe.domain.transcripts import CachedChunk, CacheLevel, Hit
 from sttpipe.observability import Metric
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.base import Transcription
@@ -143,8 +135,8 @@ class Fleet:
         }
         return TieredCache(**{**levels, **kw})  # type: ignore[arg-type]
 
-    def transcripts(self, **kw: object) -> TranscriptCache:
-        return TranscriptCache(
+    def transcripts(self, **kw: object) -> TieredTranscriptCache:
+        return TieredTranscriptCache(
             self.container(**kw), namespace=self.namespace, model="m", response_format="json"
         )
 
@@ -506,10 +498,11 @@ def test_warming_copies_the_most_used_l3_entries_into_l2(fleet: Fleet) -> None:
 
 def test_statistics_count_hits_by_level_across_containers(fleet: Fleet) -> None:
     one, two = fleet.transcripts(), fleet.transcripts()
-    key = one.chunk_key("ab" * 32, tenant="t", language="en")
-    one.chunk(key, lambda: value("x"))  # miss
-    one.chunk(key, never)  # L1
-    two.chunk(key, never)  # L2
+    chunk = ChunkRef(index=0, key="k", start_ms=0, end_ms=1000, pcm_sha256="ab" * 32, tenant_id="t")
+    key = one.chunk_key(chunk.pcm_sha256, tenant="t", language="en")
+    one.chunk(chunk, lambda: value("x"), language="en")  # miss
+    one.chunk(chunk, never, language="en")  # L1
+    two.chunk(chunk, never, language="en")  # L2
     stats = two.stats()
     assert stats.counted_by == "fleet"
     assert (stats.hits, stats.misses, stats.writes) == ({"L1": 1, "L2": 1, "L3": 0}, 1, 1)
@@ -556,7 +549,7 @@ def test_the_warmer_handler_promotes_reports_and_emits_its_metric(
     }.items():
         monkeypatch.setenv(name, setting)
     get_settings.cache_clear()
-    bootstrap.transcript_cache.cache_clear()
+    bootstrap.container.cache_clear()
     spec = importlib.util.spec_from_file_location(
         "cache_warmer_app", ROOT / "functions" / "cache_warmer" / "app.py"
     )
@@ -579,7 +572,7 @@ def test_the_warmer_handler_promotes_reports_and_emits_its_metric(
         cache = bootstrap.transcript_cache()
         if cache is not None:
             cache.tiered.close()
-        bootstrap.transcript_cache.cache_clear()
+        bootstrap.container.cache_clear()
         get_settings.cache_clear()
 
     assert report == {"candidates": 1, "warmed": 1, "purged": report["purged"]}

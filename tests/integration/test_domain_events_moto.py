@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sttpipe_testing.fakes import InMemoryJobRepository
 
 from localcloud.emulators import MotoEmulator
 from localcloud.provision import ExtraSecret, Stack, provision
 from sttpipe.adapters.eventbridge import EventBridgePublisher
-from sttpipe.adapters.memory import InMemoryJobRepository
 from sttpipe.domain.events import (
     EVENT_SOURCE,
     CacheInvalidated,

@@ -22,16 +22,10 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
+from sttpipe_testing.fakes import InMemoryJobRepository
 
-from sttpipe.adapters.memory import InMemoryJobRepository
-from sttpipe.adapters.postgres import (
-    PostgresJobRepository,
-    apply_schema,
-    conninfo_from_secret,
-    create_pool,
-    job_repository_from_settings,
-    schema_sql,
-)
+from sttpipe.adapters.database import apply_schema, conninfo_from_secret, create_pool, schema_sql
+from sttpipe.adapters.postgres import PostgresJobRepository, job_repository_from_settings
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, Priority
 from sttpipe.ports import JobNotFound, JobRepository

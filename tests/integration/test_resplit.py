@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
+from sttpipe_testing.audio import flite_available, silence, speak
 
 from localcloud.cli import word_error_rate
 from localcloud.speech_server import SpeechServer, Switches, load_engine
 from localcloud.speech_server.engines import Engine
 from sttpipe.audio import SAMPLE_RATE, encode_flac
 from sttpipe.audio.pcm import SAMPLE_WIDTH
-from sttpipe.audio.testing import flite_available, silence, speak
 from sttpipe.config import Settings
 from sttpipe.speech.base import PayloadTooLargeError
 from sttpipe.speech.cloudru import build_transcriber

@@ -11,19 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from sttpipe_testing.fakes import FakeTranscriber
 
-from sttpipe.adapters.memory import FakeTranscriber
 from sttpipe.cache.redis import redis_client
 from sttpipe.speech.base import PermanentSpeechError, SpeechBackPressure, TransientSpeechError
-from sttpipe.speech.limits import (
-    Breaker,
-    BreakingTranscriber,
-    FleetLimiter,
-    LimitPolicy,
-    LocalSlots,
-    RedisSlots,
-    circuit_breaker,
-)
+from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
+from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
 from tests.unit.test_speech_limits import dead_redis
 
 URL = "redis://127.0.0.1:6379/0"

@@ -7,16 +7,17 @@ import json
 import os
 
 import pytest
-
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryObjectStore,
     InMemoryWorkflow,
     UploadRejected,
 )
+
 from sttpipe.adapters.stepfunctions import MAX_CAUSE_CHARS, MAX_ERROR_CHARS, execution_name
+from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.ports import ObjectNotFound, TaskNoLongerWaiting
-from sttpipe.speech.base import RelativeSegment, Transcription, TransientSpeechError
+from sttpipe.speech.base import TransientSpeechError
 
 # ---- object store ---------------------------------------------------------------------------
 

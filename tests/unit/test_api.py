@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryWorkflow
 
-from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryWorkflow
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsQueueStats
 from sttpipe.adapters.stepfunctions import execution_name

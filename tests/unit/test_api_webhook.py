@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
 
-from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
 from sttpipe.adapters.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,

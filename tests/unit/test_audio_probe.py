@@ -8,6 +8,14 @@ import struct
 from pathlib import Path
 
 import pytest
+from sttpipe_testing.audio import (
+    read_pcm,
+    silence,
+    tone,
+    write_encoded,
+    write_video_without_audio,
+    write_wav,
+)
 from typing_extensions import Buffer
 
 from sttpipe.audio import (
@@ -22,14 +30,6 @@ from sttpipe.audio import (
     check_limits,
     probe,
     split_file,
-)
-from sttpipe.audio.testing import (
-    read_pcm,
-    silence,
-    tone,
-    write_encoded,
-    write_video_without_audio,
-    write_wav,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"

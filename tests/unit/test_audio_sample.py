@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sttpipe_testing.audio import flite_available, read_pcm, silence, speak, write_wav
 
 from sttpipe.audio import AudioChunk, SplitOptions, probe, split_file
-from sttpipe.audio.testing import flite_available, read_pcm, silence, speak, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE, SAMPLE_TEXT = ROOT / "samples" / "sample.flac", ROOT / "samples" / "sample.txt"

@@ -15,6 +15,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from sttpipe_testing.audio import read_pcm, silence, tone, write_encoded, write_wav
 
 from sttpipe.audio import (
     API_MAX_BYTES,
@@ -31,7 +32,6 @@ from sttpipe.audio import (
     split_file,
     target_chunk_seconds,
 )
-from sttpipe.audio.testing import read_pcm, silence, tone, write_encoded, write_wav
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
 SMALL = SplitOptions(max_chunk_s=10, min_chunk_s=3, concurrency=1)
@@ -87,7 +87,7 @@ def test_target_chunk_seconds(duration: float, concurrency: int, expected: float
 
 
 def test_sizing_decision_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="sttpipe.audio")
+    caplog.set_level(logging.INFO)
     split_pcm(tmp_path, tone(12), SplitOptions(concurrency=2, min_chunk_s=5))
 
     (record,) = [r for r in caplog.records if r.getMessage().startswith("chunk target")]

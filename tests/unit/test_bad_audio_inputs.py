@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from sttpipe.audio.testing import (
+from sttpipe_testing.audio import (
     read_pcm,
     tone,
     write_encoded,
     write_video_without_audio,
     write_wav,
 )
+
 from sttpipe.domain import keys
 from sttpipe.domain.models import JobStatus
 from tests.unit.test_splitter_service import JOB_ID, SAMPLE, World

@@ -11,22 +11,25 @@ import pytest
 from sttpipe import PIPELINE_VERSION
 from sttpipe.cache import (
     SHARED_SCOPE,
-    CachedChunk,
-    CachedSegment,
     CacheKey,
-    CacheLevel,
     CorruptEntry,
     EntryKind,
     KeyParams,
     TieredCache,
-    TranscriptCache,
+    TieredTranscriptCache,
 )
 from sttpipe.cache.base import seal, unseal
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.transcripts import CHUNKS
 from sttpipe.domain.models import ChunkRef
+from sttpipe.domain.transcripts import (
+    CachedChunk,
+    CachedSegment,
+    CacheLevel,
+    RelativeSegment,
+    Transcription,
+)
 from sttpipe.observability import Metric
-from sttpipe.speech.base import RelativeSegment, Transcription
 
 PCM = "ab" * 32
 
@@ -96,8 +99,8 @@ def test_sealed_entries_only_open_for_their_key_and_intact() -> None:
 
 
 def test_tenants_are_isolated_unless_sharing_is_switched_on() -> None:
-    def cache(shared: bool) -> TranscriptCache:
-        return TranscriptCache(
+    def cache(shared: bool) -> TieredTranscriptCache:
+        return TieredTranscriptCache(
             TieredCache(),
             namespace="ns",
             model="m",

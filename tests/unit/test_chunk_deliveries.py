@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from aws_lambda_powertools.metrics import MetricUnit
+from sttpipe_testing.fakes import FakeTranscriber, InMemoryMessageQueues
 
-from sttpipe.adapters.memory import FakeTranscriber, InMemoryMessageQueues
 from sttpipe.observability import Dimension, Metric
 from sttpipe.services.deliveries import (
     DEFERRALS_ATTRIBUTE,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     InMemoryEventPublisher,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
+
 from sttpipe.adapters.stepfunctions import execution_name
 from sttpipe.config import Settings
 from sttpipe.domain import keys

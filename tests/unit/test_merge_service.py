@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
 
-from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkOutcome,

@@ -24,12 +24,7 @@ import boto3
 import httpx
 import pytest
 from moto import mock_aws
-
-from localcloud.runtime import LambdaContext
-from localcloud.template import PseudoParameters, Template
-from sttpipe import bootstrap
-from sttpipe.adapters.eventbridge import EventBridgePublisher
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryEventPublisher,
     InMemoryJobRepository,
@@ -37,7 +32,13 @@ from sttpipe.adapters.memory import (
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
-from sttpipe.cache import CacheLevel, TieredCache, TranscriptCache
+
+from localcloud.runtime import LambdaContext
+from localcloud.template import PseudoParameters, Template
+from sttpipe import bootstrap
+from sttpipe.adapters.eventbridge import EventBridgePublisher
+from sttpipe.adapters.metrics import cache_metric_sink
+from sttpipe.cache import TieredCache, TieredTranscriptCache
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.config import get_settings
 from sttpipe.domain.models import (
@@ -50,23 +51,17 @@ from sttpipe.domain.models import (
     Priority,
     TaskError,
 )
-from sttpipe.observability import (
-    NAMESPACE,
-    SIZE_CLASSES,
-    Dimension,
-    EventMetrics,
-    MeteredTranscriber,
-    Metric,
-    cache_metric_sink,
-    throttle_counter,
-)
+from sttpipe.domain.transcripts import CacheLevel
+from sttpipe.observability import NAMESPACE, SIZE_CLASSES, Dimension, Metric
 from sttpipe.services.deliveries import ChunkDeliveryService
+from sttpipe.services.event_metrics import EventMetrics
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.base import PermanentSpeechError, Transcriber
 from sttpipe.speech.cloudru import CloudRuTranscriber
+from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -240,7 +235,7 @@ class Run:
             InMemoryJobRepository(), FanOut(EventMetrics(record), self.events, bus)
         )
         self.settings = get_settings()
-        cache = TranscriptCache(
+        cache = TieredTranscriptCache(
             TieredCache(l1=MemoryCache(1 << 20, 60.0), emit=cache_metric_sink(record)),
             namespace="test",
             model="m",
@@ -326,7 +321,6 @@ class Run:
             "merge",
             sqs_event(merge_task.model_dump_json(), "arn:aws:sqs:us-east-1:1:merge"),
             merge_service=lambda: merge,
-            job_repository=lambda: self.jobs,
         )
 
     def everything(self) -> set[Series]:
@@ -364,14 +358,14 @@ def emitted() -> set[Series]:
         }.items():
             monkeypatch.setenv(name, value)
         get_settings.cache_clear()
-        bootstrap.metric_recorder.cache_clear()
+        bootstrap.container.cache_clear()
         capture = _Capture()
         monkeypatch.setattr("sys.stdout", capture)
         try:
             return Run(monkeypatch, capture).everything()
         finally:
             get_settings.cache_clear()
-            bootstrap.metric_recorder.cache_clear()
+            bootstrap.container.cache_clear()
 
 
 # ---- the promises ------------------------------------------------------------------------------

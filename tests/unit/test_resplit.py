@@ -12,13 +12,14 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-
-from sttpipe.adapters.memory import (
+from sttpipe_testing.audio import silence, tone
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
+
 from sttpipe.audio import (
     SAMPLE_RATE,
     InvalidAudioError,
@@ -27,7 +28,6 @@ from sttpipe.audio import (
     find_pause_cut,
 )
 from sttpipe.audio.pcm import SAMPLE_WIDTH
-from sttpipe.audio.testing import silence, tone
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -38,14 +38,9 @@ from sttpipe.domain.models import (
     ChunkTranscript,
     Job,
 )
+from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.services.transcribing import WorkerService
-from sttpipe.speech.base import (
-    PayloadTooLargeError,
-    PermanentSpeechError,
-    RelativeSegment,
-    Transcription,
-    TransientSpeechError,
-)
+from sttpipe.speech.base import PayloadTooLargeError, PermanentSpeechError, TransientSpeechError
 from sttpipe.speech.resplit import ResplittingTranscriber
 
 
@@ -121,7 +116,7 @@ def test_a_413_cuts_the_chunk_at_its_pause_and_joins_the_parts_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake = FakeTranscriber([too_large(), "First sound.", "Second sound."], language="en")
-    caplog.set_level(logging.WARNING, logger="sttpipe.speech.resplit")
+    caplog.set_level(logging.WARNING)
 
     result = ResplittingTranscriber(fake).transcribe(
         encode_flac(TWO_PARTS), "00007.flac", language="en"

@@ -10,20 +10,22 @@ import threading
 
 import pytest
 import redis
+from sttpipe_testing.fakes import FakeTranscriber
 
-from sttpipe.adapters.memory import FakeTranscriber
 from sttpipe.cache.redis import redis_client
 from sttpipe.speech.base import SpeechBackPressure, TransientSpeechError
-from sttpipe.speech.limits import (
+from sttpipe.speech.breaker import (
     BreakingTranscriber,
     CircuitBreaker,
     FleetBreaker,
+    circuit_breaker,
+)
+from sttpipe.speech.fleet_limit import (
     FleetLimiter,
     LimitedTranscriber,
     LimitPolicy,
     LocalSlots,
     RedisSlots,
-    circuit_breaker,
 )
 
 

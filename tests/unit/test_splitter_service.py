@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sttpipe_testing.audio import silence, write_wav
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
 
-from sttpipe.adapters.memory import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
-from sttpipe.audio.testing import silence, write_wav
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import ChunkState, ExecutionInput, Job, JobStatus, Manifest, Priority

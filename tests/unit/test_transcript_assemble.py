@@ -9,7 +9,8 @@ import itertools
 import pytest
 
 from sttpipe.domain.models import ChunkTranscript, Segment
-from sttpipe.transcript import FailedChunk, Transcript, assemble, split_cues
+from sttpipe.domain.transcripts import FailedChunk, Transcript
+from sttpipe.transcript import assemble, split_cues
 from sttpipe.transcript.text import HallucinationFilter, normalize
 
 

@@ -8,15 +8,8 @@ import re
 import pytest
 
 from sttpipe.domain.models import ChunkTranscript, Segment
-from sttpipe.transcript import (
-    FailedChunk,
-    Transcript,
-    assemble,
-    render_json,
-    render_srt,
-    render_txt,
-    render_vtt,
-)
+from sttpipe.domain.transcripts import FailedChunk, Transcript
+from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
 from sttpipe.transcript.render import clock
 
 SRT_TIME = re.compile(r"^(\d{2,}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2,}):(\d{2}):(\d{2}),(\d{3})$")

@@ -10,13 +10,14 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
-from sttpipe.cache import TieredCache, TranscriptCache
+
+from sttpipe.cache import TieredCache, TieredTranscriptCache
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
@@ -44,7 +45,7 @@ class Pipeline:
         self.workflow = InMemoryWorkflow()
         self.speech = FakeTranscriber(default="words of a chunk")
         settings = Settings(queue_url_normal="https://sqs/normal", default_language="en")
-        self.cache = TranscriptCache(
+        self.cache = TieredTranscriptCache(
             TieredCache(l1=MemoryCache(1 << 24, ttl_s=600)),
             namespace="unit",
             model=settings.speech_model,
@@ -131,17 +132,3 @@ def test_another_language_or_tenant_transcribes_again() -> None:
         assert "upload_cache_hit" not in pipeline.job(job_id).stats
         assert len(pipeline.speech.calls) > calls
         calls = len(pipeline.speech.calls)
-
-
-def test_the_upload_entry_names_its_chunks_so_invalidation_reaches_them() -> None:
-    pipeline = Pipeline()
-    body = SAMPLE.read_bytes()
-    first = pipeline.run(body)
-    calls = len(pipeline.speech.calls)
-    upload_sha = json.loads(pipeline.store.get_bytes(keys.manifest(first)))["upload_sha256"]
-    key = pipeline.cache.upload_key(upload_sha, tenant="default", language="en")
-
-    assert pipeline.cache.invalidate_upload(key) == calls  # one entry per transcribed chunk
-    again = pipeline.run(body)
-    assert "upload_cache_hit" not in pipeline.job(again).stats
-    assert len(pipeline.speech.calls) == 2 * calls  # the chunks were invalidated too

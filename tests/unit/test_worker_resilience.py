@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sttpipe_testing.fakes import FakeTranscriber
 
-from sttpipe.adapters.memory import FakeTranscriber
 from sttpipe.domain.models import ChunkState
 from sttpipe.services.transcribing import (
     CHUNK_FAILED,

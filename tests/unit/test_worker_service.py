@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from sttpipe.adapters.memory import (
+from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
-from sttpipe.cache import TieredCache, TranscriptCache
+
+from sttpipe.cache import TieredCache, TieredTranscriptCache
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
@@ -25,18 +25,14 @@ from sttpipe.domain.models import (
     ChunkTranscript,
     Job,
 )
+from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.services.transcribing import (
     CHUNK_FAILED,
     ChunkGaveUp,
     ChunkRetryLater,
     WorkerService,
 )
-from sttpipe.speech.base import (
-    PermanentSpeechError,
-    RelativeSegment,
-    Transcription,
-    TransientSpeechError,
-)
+from sttpipe.speech.base import PermanentSpeechError, TransientSpeechError
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 
@@ -45,7 +41,7 @@ class World:
     def __init__(
         self,
         transcriber: FakeTranscriber,
-        cache: TranscriptCache | None = None,
+        cache: TieredTranscriptCache | None = None,
         store: InMemoryObjectStore | None = None,
     ) -> None:
         self.store = store or InMemoryObjectStore()
@@ -201,8 +197,8 @@ def test_a_token_the_state_machine_gave_up_on_is_dropped_without_work() -> None:
 # ---- with the cache (L1 only here; Redis and PostgreSQL in tests/integration) --------------
 
 
-def l1_cache() -> TranscriptCache:
-    return TranscriptCache(
+def l1_cache() -> TieredTranscriptCache:
+    return TieredTranscriptCache(
         TieredCache(l1=MemoryCache(1 << 20, ttl_s=60)),
         namespace="unit",
         model="openai/whisper-large-v3",

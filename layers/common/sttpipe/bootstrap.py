@@ -1,205 +1,292 @@
-"""Composition root: builds each service from its real adapters, once per container.
+"""Composition root: what a Lambda container is made of, and the only module that knows both the
+services and the adapters they run on.
 
-Handlers call these; every client, pool and connection is created on first use and then reused
-by every later invocation of the same warm container.
+`Container` builds every adapter and service on first use and keeps it for the container's later
+invocations. Tests hand it fakes: any adapter given to its constructor is used instead of the real
+one, and every service is still wired exactly as in production (the event bus and its metrics,
+the cache and its metrics, the speech API's decorators). Handlers reach the container through the
+functions at the end of this module.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, cached_property
+
+import redis
 
 from sttpipe.adapters.eventbridge import EventBridgePublisher
+from sttpipe.adapters.metrics import PowertoolsRecorder, cache_metric_sink
 from sttpipe.adapters.postgres import job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsMessageQueues, SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
 from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
-from sttpipe.cache import TranscriptCache, build_transcript_cache
-from sttpipe.cache.factory import redis_url
-from sttpipe.cache.redis import redis_client
-from sttpipe.cache.transcripts import CacheAdministration
-from sttpipe.config import get_settings
-from sttpipe.observability import (
-    EventMetrics,
-    MeteredTranscriber,
-    MetricRecorder,
-    PowertoolsRecorder,
-    cache_metric_sink,
-    throttle_counter,
-)
+from sttpipe.cache.factory import build_transcript_cache, redis_for
+from sttpipe.cache.transcripts import CacheAdministration, TieredTranscriptCache
+from sttpipe.config import Settings, get_settings
 from sttpipe.ports import (
     EventPublisher,
     JobRepository,
     MessageQueues,
+    MetricRecorder,
     Notifier,
     ObjectStore,
+    QueueStats,
     Workflow,
 )
 from sttpipe.services.deliveries import ChunkDeliveryService
+from sttpipe.services.event_metrics import EventMetrics
 from sttpipe.services.jobs import JobService
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
+from sttpipe.speech.base import Transcriber
+from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.cloudru import build_transcriber, get_http_client
-from sttpipe.speech.limits import (
-    Breaker,
-    BreakingTranscriber,
+from sttpipe.speech.fleet_limit import (
     FleetLimiter,
     LimitedTranscriber,
     LimitPolicy,
     LocalSlots,
     RedisSlots,
-    circuit_breaker,
 )
+from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 from sttpipe.speech.resplit import ResplittingTranscriber
 
 
-@cache
-def object_store() -> ObjectStore:
-    return S3ObjectStore(get_settings().bucket)
+class Container:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: ObjectStore | None = None,
+        job_store: JobRepository | None = None,
+        workflow: Workflow | None = None,
+        queues: MessageQueues | None = None,
+        queue_stats: QueueStats | None = None,
+        bus: EventPublisher | None = None,
+        metrics: MetricRecorder | None = None,
+        transcript_cache: TieredTranscriptCache | None = None,
+        speech_api: Transcriber | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """`job_store` is the repository underneath the one that announces each transcition;
+        `bus` receives the lifecycle events besides their metrics; `speech_api` is the client
+        the speech decorators wrap."""
+        self.settings = settings
+        given = {
+            "store": store,
+            "job_store": job_store,
+            "workflow": workflow,
+            "queues": queues,
+            "queue_stats": queue_stats,
+            "bus": bus,
+            "metrics": metrics,
+            "transcript_cache": transcript_cache,
+            "speech_api": speech_api,
+            "notifier": notifier,
+        }
+        # A value in the instance's dict is what a cached_property answers from then on.
+        self.__dict__.update({name: value for name, value in given.items() if value is not None})
+
+    # ---- adapters ---------------------------------------------------------------------------
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return S3ObjectStore(self.settings.bucket)
+
+    @cached_property
+    def job_store(self) -> JobRepository:
+        return job_repository_from_settings(self.settings)
+
+    @cached_property
+    def workflow(self) -> Workflow:
+        return StepFunctionsWorkflow(self.settings.state_machine_arn)
+
+    @cached_property
+    def queues(self) -> MessageQueues:
+        return SqsMessageQueues()
+
+    @cached_property
+    def queue_stats(self) -> QueueStats:
+        return SqsQueueStats()
+
+    @cached_property
+    def metrics(self) -> MetricRecorder:
+        return PowertoolsRecorder()
+
+    @cached_property
+    def bus(self) -> EventPublisher | None:
+        name = self.settings.event_bus_name
+        return EventBridgePublisher(name, self.metrics) if name else None
+
+    @cached_property
+    def redis(self) -> redis.Redis | None:
+        """The container's one Redis client: cache L2, fleet limit and circuit breaker."""
+        return redis_for(self.settings)
+
+    @cached_property
+    def transcript_cache(self) -> TieredTranscriptCache | None:
+        """None when STT_CACHE_ENABLED is off."""
+        emit = cache_metric_sink(self.metrics)
+        return build_transcript_cache(self.settings, self.redis, emit=emit)
+
+    @cached_property
+    def notifier(self) -> Notifier | None:
+        settings = self.settings
+        if not (settings.webhook_secret_id or settings.webhook_secret):
+            return None  # webhooks off: the API refuses uploads that name one
+        plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        return WebhookNotifier(
+            webhook_secret_source(settings.webhook_secret_id, plain),
+            max_attempts=settings.webhook_max_attempts,
+            timeout_s=settings.webhook_timeout_s,
+        )
+
+    @cached_property
+    def speech_api(self) -> Transcriber:
+        """The Cloud.ru client on the container's HTTP/2 connection. Its response hooks see
+        every attempt, retried ones included: 429s are counted and steer the adaptive limit."""
+        hooks = get_http_client(self.settings).event_hooks["response"]
+        hooks.append(throttle_counter(self.metrics))
+        hooks.append(self.speech_limiter.response_hook)
+        return build_transcriber(self.settings)
+
+    @cached_property
+    def speech_limiter(self) -> FleetLimiter:
+        """The fleet-wide limit on speech calls in flight, on Redis when there is one."""
+        settings = self.settings
+        policy = LimitPolicy(
+            max_limit=settings.speech_limit,
+            min_limit=min(settings.speech_limit_min, settings.speech_limit),
+            decrease=settings.speech_limit_decrease,
+            hold_s=settings.speech_limit_hold_s,
+            lease_s=settings.speech_lease_s,
+        )
+        shared = RedisSlots(self.redis, settings.cache_namespace, policy) if self.redis else None
+        return FleetLimiter(shared, LocalSlots(policy), redis_cooldown_s=settings.cache_cooldown_s)
+
+    @cached_property
+    def speech_breaker(self) -> Breaker:
+        """The circuit breaker on the speech API, shared by the fleet through Redis."""
+        settings = self.settings
+        return circuit_breaker(
+            self.redis,
+            settings.cache_namespace,
+            failures=settings.speech_breaker_failures,
+            cooldown_s=settings.speech_breaker_cooldown_s,
+            trial_lease_s=settings.speech_lease_s,
+            redis_cooldown_s=settings.cache_cooldown_s,
+        )
+
+    # ---- what the services see --------------------------------------------------------------
+
+    @cached_property
+    def events(self) -> EventPublisher:
+        """Every lifecycle event is counted as a metric and, with a bus, announced on it."""
+        counted = EventMetrics(self.metrics)
+        return counted if self.bus is None else FanOut(counted, self.bus)
+
+    @cached_property
+    def jobs(self) -> JobRepository:
+        """Every transition recorded is announced where it happens."""
+        return PublishingJobRepository(self.job_store, self.events)
+
+    @cached_property
+    def transcriber(self) -> Transcriber:
+        # Outermost first: a 413 re-splits the chunk; an open circuit calls nothing; each call
+        # holds a fleet slot; each real call to the API is measured.
+        return ResplittingTranscriber(
+            BreakingTranscriber(
+                LimitedTranscriber(
+                    MeteredTranscriber(self.speech_api, self.metrics),
+                    self.speech_limiter,
+                    max_wait_s=self.settings.speech_slot_wait_s,
+                ),
+                self.speech_breaker,
+            )
+        )
+
+    @cached_property
+    def cache_administration(self) -> CacheAdministration | None:
+        cache = self.transcript_cache
+        return None if cache is None else CacheAdministration(cache, self.events)
+
+    # ---- services ---------------------------------------------------------------------------
+
+    @cached_property
+    def splitter_service(self) -> SplitterService:
+        return SplitterService(
+            self.store,
+            self.jobs,
+            self.workflow,
+            self.settings,
+            self.transcript_cache,
+            record=self.metrics,
+        )
+
+    @cached_property
+    def worker_service(self) -> WorkerService:
+        return WorkerService(
+            self.store,
+            self.jobs,
+            self.workflow,
+            self.transcriber,
+            self.settings,
+            self.transcript_cache,
+        )
+
+    @cached_property
+    def chunk_delivery_service(self) -> ChunkDeliveryService:
+        return ChunkDeliveryService(self.worker_service, self.queues, self.settings, self.metrics)
+
+    @cached_property
+    def merge_service(self) -> MergeService:
+        return MergeService(
+            self.store, self.jobs, self.workflow, self.transcript_cache, notifier=self.notifier
+        )
+
+    @cached_property
+    def job_service(self) -> JobService:
+        return JobService(
+            self.store,
+            self.jobs,
+            self.settings,
+            queues=self.queue_stats,
+            cache=self.cache_administration,
+            webhooks_enabled=self.notifier is not None,
+            workflow=self.workflow,
+        )
+
+
+# ---- what the handlers call: this container's, made on first use ---------------------------
 
 
 @cache
-def metric_recorder() -> MetricRecorder:
-    return PowertoolsRecorder()
+def container() -> Container:
+    return Container(get_settings())
 
 
-@cache
-def job_repository() -> JobRepository:
-    settings = get_settings()
-    # Every lifecycle transition recorded is counted and announced on the bus.
-    listeners: list[EventPublisher] = [EventMetrics(metric_recorder())]
-    if settings.event_bus_name:
-        listeners.append(EventBridgePublisher(settings.event_bus_name, metric_recorder()))
-    return PublishingJobRepository(job_repository_from_settings(settings), FanOut(*listeners))
-
-
-@cache
-def workflow() -> Workflow:
-    return StepFunctionsWorkflow(get_settings().state_machine_arn)
-
-
-@cache
-def transcript_cache() -> TranscriptCache | None:
-    """None when STT_CACHE_ENABLED is off."""
-    return build_transcript_cache(get_settings(), emit=cache_metric_sink(metric_recorder()))
-
-
-def _cache_administration() -> CacheAdministration | None:
-    cache = transcript_cache()
-    return None if cache is None else CacheAdministration(cache)
-
-
-@cache
 def splitter_service() -> SplitterService:
-    return SplitterService(
-        object_store(), job_repository(), workflow(), get_settings(), transcript_cache()
-    )
+    return container().splitter_service
 
 
-@cache
-def message_queues() -> MessageQueues:
-    return SqsMessageQueues()
-
-
-@cache
-def speech_limiter() -> FleetLimiter:
-    """The fleet-wide limit on speech calls in flight, on the cache's Redis when there is one."""
-    settings = get_settings()
-    policy = LimitPolicy(
-        max_limit=settings.speech_limit,
-        min_limit=min(settings.speech_limit_min, settings.speech_limit),
-        decrease=settings.speech_limit_decrease,
-        hold_s=settings.speech_limit_hold_s,
-        lease_s=settings.speech_lease_s,
-    )
-    url = redis_url(settings)
-    shared = (
-        RedisSlots(
-            redis_client(url, settings.cache_redis_timeout_s), settings.cache_namespace, policy
-        )
-        if url
-        else None
-    )
-    return FleetLimiter(shared, LocalSlots(policy), redis_cooldown_s=settings.cache_cooldown_s)
-
-
-@cache
-def speech_breaker() -> Breaker:
-    """The circuit breaker on the speech API, shared by the fleet through the cache's Redis."""
-    settings = get_settings()
-    url = redis_url(settings)
-    return circuit_breaker(
-        redis_client(url, settings.cache_redis_timeout_s) if url else None,
-        settings.cache_namespace,
-        failures=settings.speech_breaker_failures,
-        cooldown_s=settings.speech_breaker_cooldown_s,
-        trial_lease_s=settings.speech_lease_s,
-        redis_cooldown_s=settings.cache_cooldown_s,
-    )
-
-
-@cache
-def worker_service() -> WorkerService:
-    settings = get_settings()
-    hooks = get_http_client(settings).event_hooks["response"]
-    # Both see every attempt, also those retried inside the client: 429s are counted and
-    # steer the adaptive limit.
-    hooks.append(throttle_counter(metric_recorder()))
-    hooks.append(speech_limiter().response_hook)
-    # Outermost first: a 413 re-splits the chunk; an open circuit calls nothing; each call
-    # holds a fleet slot; each real call to the API is measured.
-    transcriber = ResplittingTranscriber(
-        BreakingTranscriber(
-            LimitedTranscriber(
-                MeteredTranscriber(build_transcriber(settings), metric_recorder()),
-                speech_limiter(),
-                max_wait_s=settings.speech_slot_wait_s,
-            ),
-            speech_breaker(),
-        )
-    )
-    return WorkerService(
-        object_store(), job_repository(), workflow(), transcriber, settings, transcript_cache()
-    )
-
-
-@cache
 def chunk_delivery_service() -> ChunkDeliveryService:
-    return ChunkDeliveryService(
-        worker_service(), message_queues(), get_settings(), metric_recorder()
-    )
+    return container().chunk_delivery_service
 
 
-@cache
 def merge_service() -> MergeService:
-    return MergeService(
-        object_store(), job_repository(), workflow(), transcript_cache(), notifier=notifier()
-    )
+    return container().merge_service
 
 
-@cache
-def notifier() -> Notifier | None:
-    settings = get_settings()
-    if not (settings.webhook_secret_id or settings.webhook_secret):
-        return None  # webhooks off: the API refuses uploads that name one
-    plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    return WebhookNotifier(
-        webhook_secret_source(settings.webhook_secret_id, plain),
-        max_attempts=settings.webhook_max_attempts,
-        timeout_s=settings.webhook_timeout_s,
-    )
-
-
-@cache
 def job_service() -> JobService:
-    return JobService(
-        object_store(),
-        job_repository(),
-        get_settings(),
-        queues=SqsQueueStats(),
-        cache=_cache_administration(),
-        webhooks_enabled=notifier() is not None,
-        workflow=workflow(),
-    )
+    return container().job_service
+
+
+def metric_recorder() -> MetricRecorder:
+    return container().metrics
+
+
+def transcript_cache() -> TieredTranscriptCache | None:
+    return container().transcript_cache

@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = Field(default=30.0, ge=0)
     retry_backoff_max_s: float = Field(default=900.0, ge=0)
 
-    # Back-pressure on the speech API (sttpipe.speech.limits): speech calls in flight across the
-    # whole fleet (shared in Redis, per container while Redis is down), cut on 429s by
+    # Back-pressure on the speech API (sttpipe.speech.fleet_limit): speech calls in flight across
+    # the whole fleet (shared in Redis, per container while Redis is down), cut on 429s by
     # speech_limit_decrease at most once per speech_limit_hold_s, raised by 1/limit per success.
     speech_limit: int = Field(default=4, ge=1)
     speech_limit_min: int = Field(default=1, ge=1)

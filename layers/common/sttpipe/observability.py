@@ -1,4 +1,6 @@
-"""The names of every CloudWatch metric the pipeline emits (namespace `STT`, EMF via Powertools).
+"""The catalogue of every CloudWatch metric the pipeline emits (namespace `STT`, EMF through
+Powertools): names, dimensions and dimension values. Code records through the `MetricRecorder`
+port (sttpipe.ports; Powertools in sttpipe.adapters.metrics).
 
 Code emits metrics only through these names, and template.yaml's dashboard and alarms use the
 same ones; a test holds the two together. Every metric also carries Powertools' `service`
@@ -7,17 +9,7 @@ dimension (the function's POWERTOOLS_SERVICE_NAME).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Protocol
-
-import httpx
-from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-from sttpipe.domain.events import ChunkCompleted, ChunkFailed, DomainEvent
-from sttpipe.speech.base import SpeechError, Transcriber, Transcription
 
 NAMESPACE = "STT"
 
@@ -27,7 +19,6 @@ class Metric(StrEnum):
     JOBS_ACCEPTED = "JobsAccepted"
     JOBS_REJECTED = "JobsRejected"
     CHUNKS_QUEUED = "ChunksQueued"
-    SILENT_CHUNKS_SKIPPED = "SilentChunksSkipped"
     SPLIT_DURATION = "SplitDuration"  # milliseconds
     # worker
     CHUNKS_TRANSCRIBED = "ChunksTranscribed"
@@ -60,104 +51,6 @@ class Dimension(StrEnum):
     SERVICE = "service"  # added by Powertools to every metric: POWERTOOLS_SERVICE_NAME
 
 
-# ---- emitting ----------------------------------------------------------------------------------
-
-
-class MetricRecorder(Protocol):
-    """Where code that is not a handler reports a metric; keeps it free of Powertools."""
-
-    def __call__(
-        self,
-        metric: Metric,
-        value: float,
-        unit: MetricUnit = MetricUnit.Count,
-        dimensions: Mapping[Dimension, str] | None = None,
-    ) -> None: ...
-
-
-class PowertoolsRecorder:
-    """Emits EMF through Powertools. Metrics without dimensions of their own join the invocation's
-    buffer (flushed by the handler's `@metrics.log_metrics`); a buffer has one dimension set, so
-    metrics with extra dimensions go out at once as a record of their own. Either way Powertools
-    adds the `service` dimension."""
-
-    def __init__(self, metrics: Metrics | None = None) -> None:
-        # Powertools Metrics instances share one buffer, so this is the handler's buffer too.
-        self._metrics = metrics or Metrics(namespace=NAMESPACE)
-
-    def __call__(
-        self,
-        metric: Metric,
-        value: float,
-        unit: MetricUnit = MetricUnit.Count,
-        dimensions: Mapping[Dimension, str] | None = None,
-    ) -> None:
-        if not dimensions:
-            self._metrics.add_metric(name=metric, unit=unit, value=value)
-            return
-        with single_metric(
-            name=metric,
-            unit=unit,
-            value=value,
-            namespace=NAMESPACE,
-            default_dimensions={str(k): v for k, v in dimensions.items()},
-        ):
-            pass
-
-
-def cache_metric_sink(record: MetricRecorder) -> Callable[[Metric, str | None, int], None]:
-    """Adapts a recorder to the tiered cache's MetricSink (metric, level or None, value)."""
-
-    def sink(metric: Metric, level: str | None, value: int) -> None:
-        record(metric, value, dimensions={Dimension.LEVEL: str(level)} if level else None)
-
-    return sink
-
-
-def throttle_counter(record: MetricRecorder) -> Callable[[httpx.Response], None]:
-    """An httpx response hook counting the speech API's 429s, retried ones included."""
-
-    def hook(response: httpx.Response) -> None:
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
-            record(Metric.SPEECH_API_THROTTLED, 1)
-
-    return hook
-
-
-class MeteredTranscriber:
-    """Wraps the speech API client: latency per chunk (retries included), calls and retries."""
-
-    def __init__(self, inner: Transcriber, record: MetricRecorder) -> None:
-        self._inner = inner
-        self._record = record
-
-    def transcribe(
-        self,
-        audio: bytes,
-        filename: str,
-        *,
-        language: str | None,
-        prompt: str | None = None,
-        remaining_s: float | None = None,
-    ) -> Transcription:
-        started = time.perf_counter()
-        attempts = 1
-        try:
-            result = self._inner.transcribe(
-                audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
-            )
-            attempts = result.attempts
-            return result
-        except SpeechError as exc:
-            attempts = exc.attempts
-            raise
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            self._record(Metric.SPEECH_API_LATENCY, elapsed_ms, MetricUnit.Milliseconds)
-            self._record(Metric.SPEECH_API_CALLS, attempts)
-            self._record(Metric.SPEECH_API_RETRIES, max(0, attempts - 1))
-
-
 # ---- dimension values --------------------------------------------------------------------------
 
 # Upper bounds (seconds of audio) of the job duration's size classes; the dashboard names them.
@@ -171,22 +64,3 @@ SIZE_CLASSES: tuple[tuple[float, str], ...] = (
 
 def size_class(duration_s: float) -> str:
     return next(name for bound, name in SIZE_CLASSES if duration_s < bound)
-
-
-class EventMetrics:
-    """An EventPublisher that counts the lifecycle events which are also metrics: a chunk's
-    outcome is known exactly where it is recorded, not in the handler that started the work."""
-
-    _COUNTED: Mapping[type[DomainEvent], Metric] = {
-        ChunkCompleted: Metric.CHUNKS_TRANSCRIBED,
-        ChunkFailed: Metric.CHUNKS_FAILED,
-    }
-
-    def __init__(self, record: MetricRecorder) -> None:
-        self._record = record
-
-    def publish(self, *events: DomainEvent) -> None:
-        for event in events:
-            metric = self._COUNTED.get(type(event))
-            if metric is not None:
-                self._record(metric, 1)

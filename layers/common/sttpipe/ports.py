@@ -1,17 +1,21 @@
 """The small interfaces through which the services talk to the world.
 
 Each has a real adapter in `sttpipe.adapters` (S3, PostgreSQL, Step Functions, Cloud.ru) and an
-in-memory fake in `sttpipe.adapters.memory` for unit tests.
+in-memory fake in `sttpipe_testing.fakes` for unit tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import IO, Any, Protocol
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from sttpipe.domain.events import DomainEvent
-from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.models import ChunkProgress, ChunkRef, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.transcripts import CachedChunk, CachedUpload, CacheLevel, Hit
+from sttpipe.observability import Dimension, Metric
 
 
 class ObjectNotFound(LookupError):
@@ -138,6 +142,38 @@ class QueueStats(Protocol):
         ...
 
 
+class TranscriptCache(Protocol):
+    """What was transcribed before, content-addressed ("never pay twice for the same audio").
+
+    Entries are keyed by the audio's hash and everything else that decides a transcription
+    (model, language, prompt, response format, pipeline version), under the tenant unless
+    tenants share entries. Lookups never fail: a level that is down is a miss."""
+
+    def chunk(
+        self,
+        chunk: ChunkRef,
+        compute: Callable[[], CachedChunk],
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        wait_s: float | None = None,
+    ) -> tuple[CachedChunk, CacheLevel | None]:
+        """The chunk's cached transcription and its level, or `compute()`'s (level None),
+        computed once across the fleet: a worker computing the same audio is waited for, up to
+        `wait_s` (default: the configured lease wait)."""
+        ...
+
+    def upload(
+        self, upload_sha256: str, *, tenant: str, language: str | None
+    ) -> Hit[CachedUpload] | None:
+        """A whole upload's finished transcript, by the SHA-256 of the uploaded object."""
+        ...
+
+    def store_upload(
+        self, upload_sha256: str, value: CachedUpload, *, tenant: str, language: str | None
+    ) -> None: ...
+
+
 class CacheAdmin(Protocol):
     """What the HTTP API may do to the transcript cache (sttpipe.cache) besides reading it."""
 
@@ -158,3 +194,15 @@ class Notifier(Protocol):
     def job_finished(self, job: Job) -> None:
         """Best effort: retries, then logs; never raises into the pipeline."""
         ...
+
+
+class MetricRecorder(Protocol):
+    """Where code that is not a handler reports a metric; keeps it free of Powertools."""
+
+    def __call__(
+        self,
+        metric: Metric,
+        value: float,
+        unit: MetricUnit = MetricUnit.Count,
+        dimensions: Mapping[Dimension, str] | None = None,
+    ) -> None: ...

@@ -10,7 +10,8 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sttpipe.domain.events import EVENT_SOURCE, DomainEvent
-from sttpipe.observability import Metric, MetricRecorder
+from sttpipe.observability import Metric
+from sttpipe.ports import MetricRecorder
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient

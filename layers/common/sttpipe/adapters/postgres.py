@@ -8,16 +8,14 @@ after waiting for a concurrent writer of the same row.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from importlib.resources import files
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from sttpipe.adapters.database import create_pool, resolve_conninfo
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
 from sttpipe.ports import JobNotFound
@@ -27,10 +25,6 @@ FINAL_STATUSES = [s.value for s in JobStatus if s.is_final]
 RERUNNABLE_STATUSES = [JobStatus.PARTIAL.value, JobStatus.FAILED.value]
 # Chunks a re-run leaves alone: they have their transcript, or need none.
 SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
-
-# Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
-# CREATE TABLE IF NOT EXISTS, which is not safe against itself.
-_SCHEMA_LOCK_KEY = 0x5777_0001
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
@@ -47,44 +41,6 @@ _LIST_NEXT_PAGE = f"""
           SELECT created_at, job_id FROM jobs WHERE job_id = %(before)s AND tenant_id = %(tenant)s)
     ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s
 """
-
-
-def schema_sql() -> str:
-    """The schema DDL, read from the package so that it travels inside the Lambda layer."""
-    return files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-
-
-def apply_schema(conninfo: str) -> None:
-    """Create the tables and indexes that do not exist yet (safe to run again and concurrently)."""
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        conn.execute(schema_sql().encode())  # no parameters: may hold several statements
-
-
-def create_pool(
-    conninfo: str | Callable[[], str],
-    max_size: int = 2,
-    *,
-    name: str = "sttpipe-jobs",
-    timeout_s: float = 10.0,
-    connect_kwargs: dict[str, Any] | None = None,
-    configure: Callable[[psycopg.Connection[Any]], None] | None = None,
-) -> ConnectionPool:
-    """A pool for one Lambda container: small, and checking connections a freeze may have cut.
-
-    `timeout_s` bounds the wait for a connection; `connect_kwargs` go to every connect (they
-    replace the same keys of the conninfo); `configure` runs on each new connection."""
-    return ConnectionPool(
-        conninfo,
-        kwargs=connect_kwargs,
-        configure=configure,
-        min_size=1,
-        max_size=max(1, max_size),
-        open=True,
-        check=ConnectionPool.check_connection,
-        timeout=timeout_s,
-        name=name,
-    )
 
 
 class PostgresJobRepository:
@@ -222,50 +178,12 @@ class PostgresJobRepository:
             raise JobNotFound(job_id)
 
 
-def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
-    """A conninfo that reads the RDS secret each time the pool opens a connection.
-
-    Powertools caches the secret for a few minutes, so a rotated password is picked up by the
-    next connections without a cold start and without a Secrets Manager call per connection.
-    """
-
-    def conninfo() -> str:
-        # Imported here: only the AWS path needs Powertools' Parameters (and its boto3 client).
-        from aws_lambda_powertools.utilities.parameters import get_secret
-
-        secret: dict[str, Any] = get_secret(secret_id, transform="json", max_age=300)
-        return make_conninfo(
-            host=secret["host"],
-            port=secret.get("port", 5432),
-            user=secret["username"],
-            password=secret["password"],
-            dbname=secret.get("dbname", "postgres"),
-            sslmode=secret.get("sslmode", "require"),
-        )
-
-    return conninfo
-
-
 def job_repository_from_settings(settings: Settings) -> PostgresJobRepository:
     """The container's repository: one pool per database, however often this is called."""
     url = settings.database_url.get_secret_value() if settings.database_url else None
     return _repository(url, settings.database_secret_id, settings.database_pool_max)
 
 
-def conninfo_from_settings(settings: Settings) -> str | Callable[[], str]:
-    """The database to connect to: STT_DATABASE_URL, else the RDS secret."""
-    url = settings.database_url.get_secret_value() if settings.database_url else None
-    return _conninfo(url, settings.database_secret_id)
-
-
-def _conninfo(url: str | None, secret_id: str | None) -> str | Callable[[], str]:
-    if url:
-        return url
-    if secret_id:
-        return conninfo_from_secret(secret_id)
-    raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")
-
-
 @functools.cache
 def _repository(url: str | None, secret_id: str | None, pool_max: int) -> PostgresJobRepository:
-    return PostgresJobRepository(create_pool(_conninfo(url, secret_id), pool_max))
+    return PostgresJobRepository(create_pool(resolve_conninfo(url, secret_id), pool_max))

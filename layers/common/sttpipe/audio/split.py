@@ -24,7 +24,6 @@ Every chunk but the last of a file is at least `min_chunk_s` long; none is longe
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import os
 import time
@@ -32,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import webrtcvad
+from aws_lambda_powertools import Logger
 
 from sttpipe.audio.decode import pcm_blocks
 from sttpipe.audio.errors import (
@@ -55,7 +55,7 @@ from sttpipe.audio.probe import (
     truncation_tolerance_s,
 )
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # webrtcvad takes 10, 20 or 30 ms frames. Chunk bounds fall on frame edges, and with 20 ms
 # the usual settings (30 s, 5 s, 1 s, 0.3 s) are whole frames: bounds are exact.
@@ -233,18 +233,20 @@ def _split(
             "could be decoded."
         )
     yield from cutter.finish()
+    elapsed_s = time.perf_counter() - started
     logger.info(
         "split %s into %d chunks (%d without speech, %d hard cuts) in %.2f s",
         human_duration(decoded_s),
         cutter.chunks,
         cutter.silent_chunks,
         cutter.hard_cuts,
-        time.perf_counter() - started,
+        elapsed_s,
         extra={
             "decoded_s": round(decoded_s, 3),
             "chunks": cutter.chunks,
             "silent_chunks": cutter.silent_chunks,
             "hard_cuts": cutter.hard_cuts,
+            "elapsed_s": round(elapsed_s, 3),
         },
     )
     if options.require_speech and cutter.silent_chunks == cutter.chunks:
@@ -370,6 +372,13 @@ class _Cutter:
             chunk.end_ms,
             kind,
             chunk.speech_ms,
+            extra={
+                "chunk_index": chunk.index,
+                "start_ms": chunk.start_ms,
+                "end_ms": chunk.end_ms,
+                "cut": kind,
+                "speech_ms": chunk.speech_ms,
+            },
         )
         self.chunks += 1
         self.silent_chunks += not chunk.has_speech

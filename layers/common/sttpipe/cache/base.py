@@ -1,4 +1,4 @@
-"""What every cache level shares: keys, the sealed entry format, the backend interface, errors.
+"""What every cache level shares: keys, the sealed entry format, the level interface, errors.
 
 A key names exactly what was computed: the content's SHA-256 (canonical PCM of a chunk, or the
 uploaded object) with the model, language, prompt, response format and pipeline version, under
@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 from urllib.parse import quote
 
+from sttpipe.domain.transcripts import CacheLevel
 from sttpipe.observability import Metric
 
 SHARED_SCOPE = "*"
-
-
-class CacheLevel(StrEnum):
-    L1 = "L1"  # this container's memory
-    L2 = "L2"  # Redis (ElastiCache)
-    L3 = "L3"  # PostgreSQL (RDS)
 
 
 class EntryKind(StrEnum):
@@ -130,16 +126,104 @@ def unseal(key: CacheKey, data: bytes) -> bytes:
     return payload
 
 
-class CacheBackend(Protocol):
-    """One level. Failures (down, timed out) raise CacheUnavailable and nothing else."""
+class Lease(Protocol):
+    """A single-flight lease on a key: while held, other workers wait for its holder's result."""
+
+    def release(self) -> None:
+        """Give it up (a lease that expired or whose store is gone needs nothing undone)."""
+        ...
+
+
+class CacheBackend(ABC):
+    """One level of the tiered cache, the way Powertools' `BasePersistenceLayer` is one
+    idempotency store: the tiered cache knows levels only through this class.
+
+    Every level stores, finds and deletes sealed entries. The other operations are capabilities
+    that a level may lack; their defaults say "nothing here" (no entries found by content, no
+    usage figures, no hit counts), so the tiered cache calls every level alike. Failures (down,
+    timed out) raise CacheUnavailable and nothing else.
+    """
 
     level: CacheLevel
+    # Seen by every container (Redis, PostgreSQL); False for a container's own memory.
+    shared: ClassVar[bool] = True
+    # Holds the fleet's coordination: single-flight leases, the generation stamp that
+    # invalidates every container's L1, and the shared statistics counters.
+    coordinates: ClassVar[bool] = False
 
+    @abstractmethod
     def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, bytes]: ...
 
+    @abstractmethod
     def set_many(self, entries: Mapping[CacheKey, bytes]) -> None: ...
 
+    @abstractmethod
     def delete_many(self, keys: Sequence[CacheKey]) -> None: ...
+
+    @abstractmethod
+    def delete_matching(
+        self, *, model: str | None = None, pipeline_version: str | None = None
+    ) -> int:
+        """Delete every entry of a model and/or pipeline version; returns how many went."""
+
+    def add_new(self, entries: Mapping[CacheKey, bytes]) -> int:
+        """Store the entries this level does not hold yet; returns how many it stored."""
+        held = self.get_many(list(entries))
+        new = {key: data for key, data in entries.items() if key not in held}
+        self.set_many(new)
+        return len(new)
+
+    def delete_contents(self, scope: str, content_sha256s: Sequence[str]) -> list[CacheKey]:
+        """Delete the entries of these contents in `scope` and return their keys, so that the
+        other levels drop them too. Only a level that indexes contents can find them."""
+        return []
+
+    def forget_local(self) -> None:
+        """Drop whatever only this container holds (another container may have invalidated
+        it); shared levels hold nothing of the kind."""
+        return None  # nothing to do by default
+
+    def record_hits(self, hits: Mapping[CacheKey, int]) -> None:
+        """Add hits counted at any level, for a level that ranks entries by use."""
+        return None  # nothing to do by default
+
+    def most_used(self, limit: int, min_hits: int) -> list[tuple[CacheKey, bytes]]:
+        """Live entries with at least `min_hits` hits, the most used first."""
+        return []
+
+    def purge_expired(self) -> int:
+        """Delete expired entries a level does not expire by itself; returns how many."""
+        return 0
+
+    def usage(self) -> tuple[int, int] | None:
+        """(entries, bytes) stored, None when the level cannot tell cheaply."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and pools."""
+        return None  # nothing to do by default
+
+    # -- coordination: only a level with `coordinates` answers these
+
+    def lease(self, key: CacheKey, ttl_s: float) -> Lease | None:
+        """The key's lease if nobody holds it (it expires if its holder dies), else None."""
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
+
+    def peek(self, key: CacheKey) -> tuple[bytes | None, bool]:
+        """The entry if stored, and whether its lease is still held."""
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
+
+    def generation(self) -> int:
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
+
+    def bump_generation(self) -> int:
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
+
+    def add_counters(self, counters: Mapping[str, int]) -> None:
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
+
+    def counters(self) -> dict[str, int]:
+        raise NotImplementedError(f"{self.level} does not coordinate the fleet")
 
 
 # Where the tiered cache reports what happened: metric, level (None when there is none), value.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import redis
+
+from sttpipe.adapters.database import conninfo_from_settings, create_pool
 from sttpipe.cache.base import MetricSink, no_metrics
 from sttpipe.cache.memory import MemoryCache
-from sttpipe.cache.postgres import PostgresCache, cache_pool
+from sttpipe.cache.postgres import PostgresCache
 from sttpipe.cache.redis import RedisCache, redis_client
 from sttpipe.cache.tiered import TieredCache
-from sttpipe.cache.transcripts import TranscriptCache
+from sttpipe.cache.transcripts import TieredTranscriptCache
 from sttpipe.config import Settings
 
 
@@ -20,28 +23,38 @@ def redis_url(settings: Settings) -> str | None:
     return None
 
 
-def build_transcript_cache(
-    settings: Settings, *, emit: MetricSink = no_metrics
-) -> TranscriptCache | None:
-    """L1 always, L2 when Redis is configured, L3 when the database is; None when disabled.
+def redis_for(settings: Settings) -> redis.Redis | None:
+    """A client on the configured Redis (see redis_url), None without one. A container makes
+    one and shares it: the cache, the fleet limit and the circuit breaker all use it."""
+    url = redis_url(settings)
+    return redis_client(url, settings.cache_redis_timeout_s) if url else None
 
-    `emit` receives every hit, miss, skipped level and corrupt entry (bootstrap passes
-    observability.cache_metric_sink)."""
+
+def build_transcript_cache(
+    settings: Settings, redis: redis.Redis | None, *, emit: MetricSink = no_metrics
+) -> TieredTranscriptCache | None:
+    """L1 always, L2 on `redis` (see redis_for) when there is one, L3 when a
+    database is configured; None when disabled.
+
+    `emit` receives every hit, miss, skipped level and corrupt entry."""
     if not settings.cache_enabled:
         return None
-    url = redis_url(settings)
     has_database = settings.database_url is not None or settings.database_secret_id
     tiered = TieredCache(
         l1=MemoryCache(settings.cache_l1_max_bytes, settings.cache_l1_ttl_s),
-        l2=RedisCache(
-            redis_client(url, settings.cache_redis_timeout_s),
-            settings.cache_namespace,
-            settings.cache_l2_ttl_s,
-        )
-        if url
+        l2=RedisCache(redis, settings.cache_namespace, settings.cache_l2_ttl_s)
+        if redis is not None
         else None,
         l3=PostgresCache(
-            cache_pool(settings),
+            # Its own single connection, every statement cut off after the cache's timeout.
+            create_pool(
+                conninfo_from_settings(settings),
+                max_size=1,
+                name="sttpipe-cache",
+                timeout_s=settings.cache_db_timeout_s,
+                connect_kwargs={"connect_timeout": 2},
+                statement_timeout_s=settings.cache_db_timeout_s,
+            ),
             settings.cache_namespace,
             settings.cache_l3_ttl_s,
             settings.cache_db_timeout_s,
@@ -53,7 +66,7 @@ def build_transcript_cache(
         lease_s=settings.cache_lease_s,
         emit=emit,
     )
-    return TranscriptCache(
+    return TieredTranscriptCache(
         tiered,
         namespace=settings.cache_namespace,
         model=settings.speech_model,

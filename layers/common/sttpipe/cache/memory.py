@@ -11,14 +11,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-from sttpipe.cache.base import CacheKey, CacheLevel
+from sttpipe.cache.base import CacheBackend, CacheKey
+from sttpipe.domain.transcripts import CacheLevel
 
 # Rough per-entry bookkeeping (dict slot, tuple, key string) counted against the byte bound.
 _ENTRY_OVERHEAD = 200
 
 
-class MemoryCache:
+class MemoryCache(CacheBackend):
     level = CacheLevel.L1
+    shared = False
 
     def __init__(
         self, max_bytes: int, ttl_s: float, *, clock: Callable[[], float] = time.monotonic
@@ -26,7 +28,7 @@ class MemoryCache:
         self._max_bytes = max_bytes
         self._ttl_s = ttl_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[CacheKey, bytes, float]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -38,7 +40,7 @@ class MemoryCache:
                 entry = self._entries.get(key.id)
                 if entry is None:
                     continue
-                data, expires = entry
+                _, data, expires = entry
                 if expires <= now:
                     self._drop(key.id)
                     continue
@@ -54,7 +56,7 @@ class MemoryCache:
                 size = len(data) + _ENTRY_OVERHEAD
                 if size > self._max_bytes:
                     continue  # would evict everything else and still not fit
-                self._entries[key.id] = (data, expires)
+                self._entries[key.id] = (key, data, expires)
                 self._bytes += size
             while self._bytes > self._max_bytes:
                 oldest = next(iter(self._entries))
@@ -65,7 +67,21 @@ class MemoryCache:
             for key in keys:
                 self._drop(key.id)
 
-    def clear(self) -> None:
+    def delete_matching(
+        self, *, model: str | None = None, pipeline_version: str | None = None
+    ) -> int:
+        with self._lock:
+            matching = [
+                key_id
+                for key_id, (key, _, _) in self._entries.items()
+                if (model is None or key.model == model)
+                and (pipeline_version is None or key.pipeline_version == pipeline_version)
+            ]
+            for key_id in matching:
+                self._drop(key_id)
+        return len(matching)
+
+    def forget_local(self) -> None:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
@@ -78,4 +94,4 @@ class MemoryCache:
     def _drop(self, key_id: str) -> None:
         entry = self._entries.pop(key_id, None)
         if entry is not None:
-            self._bytes -= len(entry[0]) + _ENTRY_OVERHEAD
+            self._bytes -= len(entry[1]) + _ENTRY_OVERHEAD

@@ -1,8 +1,9 @@
 """L3: the `chunk_cache` table of the job database (schema.sql), through its own small pool.
 
-Its own pool, not the job repository's, so that a statement_timeout and a short wait for a
-connection bound every cache query while job updates keep their patience. Any psycopg error
-(a pool that cannot connect, a timeout) becomes CacheUnavailable.
+Its own pool (built with a statement timeout by sttpipe.adapters.database.create_pool), not the
+job repository's, so that a short wait for a connection bounds every cache query while job updates
+keep their patience. Any psycopg error (a pool that cannot connect, a timeout) becomes
+CacheUnavailable.
 """
 
 from __future__ import annotations
@@ -15,33 +16,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from sttpipe.adapters.postgres import conninfo_from_settings, create_pool
-from sttpipe.cache.base import CacheKey, CacheLevel, CacheUnavailable, EntryKind
-from sttpipe.config import Settings
+from sttpipe.cache.base import CacheBackend, CacheKey, CacheUnavailable, EntryKind
+from sttpipe.domain.transcripts import CacheLevel
 
 _KEY_COLUMNS = "key_id, kind, scope, content_sha256, model, pipeline_version"
 
 
-def cache_pool(settings: Settings) -> ConnectionPool:
-    """One connection per container, every statement cut off after `cache_db_timeout_s`."""
-    timeout_ms = max(1, round(settings.cache_db_timeout_s * 1000))
-
-    def configure(conn: psycopg.Connection[Any]) -> None:
-        # A session setting rather than libpq `options`, which would replace the URL's own.
-        conn.execute(f"SET statement_timeout = {timeout_ms}")
-        conn.commit()
-
-    return create_pool(
-        conninfo_from_settings(settings),
-        max_size=1,
-        name="sttpipe-cache",
-        timeout_s=settings.cache_db_timeout_s,
-        connect_kwargs={"connect_timeout": 2},
-        configure=configure,
-    )
-
-
-class PostgresCache:
+class PostgresCache(CacheBackend):
     level = CacheLevel.L3
 
     def __init__(
@@ -118,21 +99,10 @@ class PostgresCache:
             rows = conn.execute(
                 "DELETE FROM chunk_cache WHERE namespace = %s AND scope = %s"
                 " AND content_sha256 = ANY(%s)"
-                " RETURNING kind, key_id, content_sha256, model, pipeline_version",
+                f" RETURNING {_KEY_COLUMNS}",
                 (self._namespace, scope, list(content_sha256s)),
             ).fetchall()
-        return [
-            CacheKey(
-                namespace=self._namespace,
-                kind=EntryKind(kind),
-                id=key_id,
-                content_sha256=content,
-                model=model,
-                pipeline_version=version,
-                scope=scope,
-            )
-            for kind, key_id, content, model, version in rows
-        ]
+        return [self._key(*row) for row in rows]
 
     def delete_matching(
         self, *, model: str | None = None, pipeline_version: str | None = None
@@ -169,21 +139,7 @@ class PostgresCache:
                 " AND hits >= %s AND expires_at > now() ORDER BY hits DESC LIMIT %s",
                 (self._namespace, min_hits, limit),
             ).fetchall()
-        return [
-            (
-                CacheKey(
-                    namespace=self._namespace,
-                    kind=EntryKind(kind),
-                    id=key_id,
-                    content_sha256=content,
-                    model=model,
-                    pipeline_version=version,
-                    scope=scope,
-                ),
-                bytes(value),
-            )
-            for key_id, kind, scope, content, model, version, value in rows
-        ]
+        return [(self._key(*row[:-1]), bytes(row[-1])) for row in rows]
 
     def purge_expired(self, limit: int = 10_000) -> int:
         with self._connection() as conn:
@@ -203,6 +159,21 @@ class PostgresCache:
                 (self._namespace,),
             ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+    def _key(
+        self, key_id: str, kind: str, scope: str, content: str, model: str, version: str
+    ) -> CacheKey:
+        """The key of a row, its columns in _KEY_COLUMNS order."""
+        return CacheKey(
+            namespace=self._namespace,
+            kind=EntryKind(kind),
+            id=key_id,
+            content_sha256=content,
+            model=model,
+            pipeline_version=version,
+            scope=scope,
+        )
 
 
 def _by_id(item: tuple[CacheKey, int]) -> str:

@@ -17,7 +17,8 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 from redis.retry import Retry
 
-from sttpipe.cache.base import CacheKey, CacheLevel, CacheUnavailable, redis_key_pattern
+from sttpipe.cache.base import CacheBackend, CacheKey, CacheUnavailable, redis_key_pattern
+from sttpipe.domain.transcripts import CacheLevel
 
 _SCAN_BATCH = 500
 
@@ -61,8 +62,9 @@ class Lease:
             self._lock.release()
 
 
-class RedisCache:
+class RedisCache(CacheBackend):
     level = CacheLevel.L2
+    coordinates = True
 
     def __init__(self, client: redis.Redis, namespace: str, ttl_s: float) -> None:
         self._redis = client
@@ -84,9 +86,12 @@ class RedisCache:
         return {k: _bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_many(self, entries: Mapping[CacheKey, bytes]) -> None:
-        self.add_many(entries, only_new=False)
+        self._store(entries, only_new=False)
 
-    def add_many(self, entries: Mapping[CacheKey, bytes], *, only_new: bool) -> int:
+    def add_new(self, entries: Mapping[CacheKey, bytes]) -> int:
+        return self._store(entries, only_new=True)  # SET NX: one round trip, no race
+
+    def _store(self, entries: Mapping[CacheKey, bytes], *, only_new: bool) -> int:
         """Store entries; with `only_new` existing ones are left alone. Returns how many landed."""
         if not entries:
             return 0

@@ -22,24 +22,22 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeGuard, TypeVar
 
 from aws_lambda_powertools import Logger
 
 from sttpipe.cache.base import (
     CacheBackend,
     CacheKey,
-    CacheLevel,
     CacheUnavailable,
     CorruptEntry,
+    Lease,
     MetricSink,
     no_metrics,
     seal,
     unseal,
 )
-from sttpipe.cache.memory import MemoryCache
-from sttpipe.cache.postgres import PostgresCache
-from sttpipe.cache.redis import Lease, RedisCache
+from sttpipe.domain.transcripts import CacheLevel, Hit
 from sttpipe.observability import Metric
 
 logger = Logger(child=True)
@@ -56,17 +54,16 @@ class Codec(Protocol[T]):
         ...
 
 
-@dataclass(frozen=True)
-class Hit(Generic[T]):
-    value: T
-    level: CacheLevel
-
-
 class _Down:
     """What a guarded call returns when its level is skipped or just failed."""
 
 
 DOWN = _Down()
+
+
+def _held(lease: Lease | _Down | None) -> TypeGuard[Lease]:
+    """Whether `_lease` handed us the lease (not: held by another, or no coordinating level)."""
+    return lease is not None and not isinstance(lease, _Down)
 
 
 @dataclass
@@ -76,12 +73,15 @@ class _Health:
 
 
 class TieredCache:
+    """Composes levels it knows only as CacheBackend: which one is the container's own and which
+    coordinates the fleet, each level says itself (`shared`, `coordinates`)."""
+
     def __init__(
         self,
         *,
-        l1: MemoryCache | None = None,
-        l2: RedisCache | None = None,
-        l3: PostgresCache | None = None,
+        l1: CacheBackend | None = None,
+        l2: CacheBackend | None = None,
+        l3: CacheBackend | None = None,
         cooldown_s: float = 30.0,
         sync_interval_s: float = 5.0,
         lease_s: float = 180.0,
@@ -92,6 +92,8 @@ class TieredCache:
     ) -> None:
         self.l1, self.l2, self.l3 = l1, l2, l3
         self._levels: list[CacheBackend] = [b for b in (l1, l2, l3) if b is not None]
+        # Leases, the generation stamp and the fleet's counters (Redis), when a level keeps them.
+        self._fleet = next((b for b in self._levels if b.coordinates), None)
         self._cooldown_s = cooldown_s
         self._sync_interval_s = sync_interval_s
         self._lease_s = lease_s
@@ -112,11 +114,10 @@ class TieredCache:
         return tuple(b.level for b in self._levels)
 
     def close(self) -> None:
-        """Push the counters, then close the Redis client and the L3 pool."""
+        """Push the counters, then close every level's clients and pools."""
         self.flush()
-        for backend in (self.l2, self.l3):
-            if backend is not None:
-                backend.close()
+        for backend in self._levels:
+            backend.close()
 
     # -- reading and writing
 
@@ -183,7 +184,7 @@ class TieredCache:
             if hit is not None:
                 return hit.value, hit.level
             lease = self._lease(key)  # it gave up or died: take over if nobody else did
-        if isinstance(lease, Lease):
+        if _held(lease):
             # Its holder may have finished between our lookup and our lease.
             hit = self._peek(key, codec)[0]
             if hit is not None:
@@ -194,15 +195,15 @@ class TieredCache:
             value = compute()
             self.put(key, value, codec)
         finally:
-            if isinstance(lease, Lease):
+            if _held(lease):
                 lease.release()
         return value, None
 
     def _lease(self, key: CacheKey) -> Lease | _Down | None:
         """The key's lease; None while another worker holds it; DOWN without Redis."""
-        if self.l2 is None:
+        if self._fleet is None:
             return DOWN
-        return self._call(self.l2, partial(self.l2.lease, key, self._lease_s))
+        return self._call(self._fleet, partial(self._fleet.lease, key, self._lease_s))
 
     def _wait_for(self, key: CacheKey, codec: Codec[T], wait_s: float) -> Hit[T] | None:
         """Poll Redis for the lease holder's result until it lands, the lease goes, or time's up."""
@@ -215,19 +216,19 @@ class TieredCache:
         return None
 
     def _peek(self, key: CacheKey, codec: Codec[T]) -> tuple[Hit[T] | None, bool]:
-        """The entry in Redis (promoted to L1, counted as an L2 hit), and whether its lease is
-        held; (None, False) when Redis cannot tell."""
-        l2 = self.l2
-        peeked = DOWN if l2 is None else self._call(l2, partial(l2.peek, key))
-        if l2 is None or isinstance(peeked, _Down):
+        """The entry in the coordinating level (promoted to the levels above it, counted as its
+        hit), and whether its lease is held; (None, False) when that level cannot tell."""
+        fleet = self._fleet
+        peeked = DOWN if fleet is None else self._call(fleet, partial(fleet.peek, key))
+        if fleet is None or isinstance(peeked, _Down):
             return None, False
         data, held = peeked
         found: dict[CacheKey, Hit[T]] = {}
-        if data is None or not self._validate(l2, {key: data}, codec, found):
+        if data is None or not self._validate(fleet, {key: data}, codec, found):
             return None, held
-        if self.l1 is not None:
-            self._call(self.l1, partial(self.l1.set_many, {key: data}))
-        self._count(f"hits:{l2.level}", 1, Metric.CACHE_HITS, l2)
+        for upper in self._levels[: self._levels.index(fleet)]:
+            self._call(upper, partial(upper.set_many, {key: data}))
+        self._count(f"hits:{fleet.level}", 1, Metric.CACHE_HITS, fleet)
         with self._lock:
             self._hits_by_key[key] += 1
         return found[key], held
@@ -270,56 +271,67 @@ class TieredCache:
         self._bump_generation()
 
     def forget_contents(self, scope: str, content_sha256s: Sequence[str]) -> int:
-        """Delete the entries of these contents in `scope` at every level. L3 knows which
-        entries exist; an entry only in L2 (L3 was down when it was written) expires by TTL."""
-        keys = self.l3.delete_contents(scope, content_sha256s) if self.l3 is not None else []
-        if self.l2 is not None:
-            self.l2.delete_many(keys)
+        """Delete the entries of these contents in `scope` at every level. The levels that index
+        contents (L3) find them and the others drop the same keys; an entry only in L2 (L3 was
+        down when it was written) expires by TTL."""
+        found: dict[CacheLevel, list[CacheKey]] = {
+            b.level: b.delete_contents(scope, content_sha256s) for b in reversed(self._levels)
+        }
+        keys = list(dict.fromkeys(k for level_keys in found.values() for k in level_keys))
+        for backend in self._levels:
+            if keys and backend.shared and not found[backend.level]:
+                backend.delete_many(keys)
         self._bump_generation()
         return len(keys)
 
     def invalidate_matching(
         self, *, model: str | None = None, pipeline_version: str | None = None
     ) -> int:
-        """Delete every entry of a model and/or pipeline version; returns the L3 rows deleted."""
+        """Delete every entry of a model and/or pipeline version; returns how many the deepest
+        shared level (the one that holds the most) deleted."""
         if model is None and pipeline_version is None:
             raise ValueError("name a model or a pipeline version")
-        deleted = 0
-        if self.l3 is not None:
-            deleted = self.l3.delete_matching(model=model, pipeline_version=pipeline_version)
-        if self.l2 is not None:
-            self.l2.delete_matching(model=model, pipeline_version=pipeline_version)
+        deleted = {
+            b.level: b.delete_matching(model=model, pipeline_version=pipeline_version)
+            for b in reversed(self._levels)
+            if b.shared
+        }
         self._bump_generation()
-        return deleted
+        return next(iter(deleted.values()), 0)
 
     def _bump_generation(self) -> None:
-        if self.l2 is not None:
-            self._generation = self.l2.bump_generation()
-        if self.l1 is not None:
-            self.l1.clear()
+        if self._fleet is not None:
+            self._generation = self._fleet.bump_generation()
+        self._forget_local()
+
+    def _forget_local(self) -> None:
+        for backend in self._levels:
+            backend.forget_local()
 
     def _sync_generation(self) -> None:
-        if self.l1 is None or self.l2 is None:
+        if self._fleet is None or all(b.shared for b in self._levels):
             return
         now = self._clock()
         if now < self._next_sync:
             return
         self._next_sync = now + self._sync_interval_s
-        generation = self._call(self.l2, self.l2.generation)
+        generation = self._call(self._fleet, self._fleet.generation)
         if isinstance(generation, _Down) or generation == self._generation:
             return
         # Changed, or first seen (an L1 filled while Redis was away may hold stale entries).
-        self.l1.clear()
+        self._forget_local()
         self._generation = generation
 
     # -- warming and statistics
 
     def warm(self, limit: int, min_hits: int) -> tuple[int, int]:
-        """Copy the most used L3 entries into L2 where missing: (candidates, copied)."""
-        if self.l2 is None or self.l3 is None or limit <= 0:
+        """Copy the most used entries of the deepest level into the shared level above it where
+        missing (L3 into L2): (candidates, copied)."""
+        source, above = self._levels[-1], [b for b in self._levels[:-1] if b.shared]
+        if not above or limit <= 0:
             return 0, 0
-        candidates = dict(self.l3.most_used(limit, min_hits))
-        warmed = self.l2.add_many(candidates, only_new=True)
+        candidates = dict(source.most_used(limit, min_hits))
+        warmed = above[-1].add_new(candidates)
         self._count("warmed", warmed)  # the warmer function emits the metric
         self.flush()
         return len(candidates), warmed
@@ -327,37 +339,37 @@ class TieredCache:
     def shared_counters(self) -> dict[str, int] | None:
         """The fleet's counters from Redis (after pushing ours), None without Redis."""
         self.flush()
-        if self.l2 is None:
+        if self._fleet is None:
             return None
-        counters = self._call(self.l2, self.l2.counters)
+        counters = self._call(self._fleet, self._fleet.counters)
         return None if isinstance(counters, _Down) else counters
 
     def usage(self) -> dict[CacheLevel, tuple[int, int]]:
-        """(entries, bytes) stored in this container's L1 and in L3, where reachable."""
+        """(entries, bytes) stored at each level that can tell (this container's L1, L3), where
+        reachable."""
         usage: dict[CacheLevel, tuple[int, int]] = {}
-        for backend in (self.l1, self.l3):
-            if backend is not None:
-                held = self._call(backend, backend.usage)
-                if not isinstance(held, _Down):
-                    usage[backend.level] = held
+        for backend in self._levels:
+            held = self._call(backend, backend.usage)
+            if held is not None and not isinstance(held, _Down):
+                usage[backend.level] = held
         return usage
 
     def purge_expired(self) -> int:
-        """Delete expired L3 rows (Redis and L1 expire by themselves)."""
-        if self.l3 is None:
-            return 0
-        purged = self._call(self.l3, self.l3.purge_expired)
-        return 0 if isinstance(purged, _Down) else purged
+        """Delete expired entries at the levels that do not expire them by themselves (L3)."""
+        purged = (self._call(b, b.purge_expired) for b in self._levels)
+        return sum(n for n in purged if not isinstance(n, _Down))
 
     def flush(self) -> None:
-        """Push this container's counters to Redis and its hit counts to L3 (best effort)."""
+        """Push this container's counters to the fleet (Redis) and its hit counts to the levels
+        that rank entries by use (L3); best effort."""
         with self._lock:
             counters, self._unflushed = self._unflushed, Counter()
             hits, self._hits_by_key = self._hits_by_key, Counter()
-        if self.l2 is not None and counters:
-            self._call(self.l2, partial(self.l2.add_counters, counters))
-        if self.l3 is not None and hits:
-            self._call(self.l3, partial(self.l3.record_hits, hits))
+        if self._fleet is not None and counters:
+            self._call(self._fleet, partial(self._fleet.add_counters, counters))
+        if hits:
+            for backend in self._levels:
+                self._call(backend, partial(backend.record_hits, hits))
 
     def _count(
         self,

@@ -1,5 +1,6 @@
-"""Transcripts in the cache: what a chunk or a whole upload turned into, and every operation the
-services, the cache warmer, the API and the CLI need ("never pay twice for the same audio").
+"""The `TranscriptCache` port on the tiered cache: what a chunk or a whole upload turned into, and
+every operation the services, the cache warmer, the API and the CLI need ("never pay twice for the
+same audio"). Keys are built here and nowhere else.
 """
 
 from __future__ import annotations
@@ -7,88 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from sttpipe import PIPELINE_VERSION
-from sttpipe.cache.base import SHARED_SCOPE, CacheKey, CacheLevel, EntryKind, KeyParams
-from sttpipe.cache.tiered import Hit, TieredCache
+from sttpipe.cache.base import SHARED_SCOPE, CacheKey, EntryKind, KeyParams
+from sttpipe.cache.tiered import TieredCache
 from sttpipe.domain.events import CacheInvalidated
-from sttpipe.domain.models import ChunkRef, ChunkTranscript, Segment
+from sttpipe.domain.models import ChunkRef
+from sttpipe.domain.transcripts import CachedChunk, CachedUpload, CacheLevel, Hit
 from sttpipe.ports import EventPublisher
-from sttpipe.speech.base import Transcription
-from sttpipe.transcript import Transcript
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class CachedSegment(BaseModel):
-    start_ms: int = Field(ge=0)  # relative to the start of the chunk
-    end_ms: int = Field(ge=0)
-    text: str
-
-
-class CachedChunk(BaseModel):
-    """A chunk's transcription with times relative to the chunk's start, so that the same audio
-    at another offset (another upload, another cut) reuses it."""
-
-    text: str
-    segments: list[CachedSegment] = Field(default_factory=list)
-    language: str | None = None
-
-    @classmethod
-    def of(cls, result: Transcription) -> CachedChunk:
-        return cls(
-            text=result.text.strip(),
-            segments=[
-                CachedSegment(
-                    start_ms=max(0, round(s.start_s * 1000)),
-                    end_ms=max(0, round(s.end_s * 1000)),
-                    text=s.text.strip(),
-                )
-                for s in result.segments
-            ],
-            language=result.language,
-        )
-
-    def placed(
-        self,
-        chunk: ChunkRef,
-        *,
-        api_calls: int,
-        cache_level: CacheLevel | None,
-        seconds: float,
-    ) -> ChunkTranscript:
-        """The transcript of `chunk` with absolute times, as the worker stores it."""
-        offset = chunk.start_ms
-        return ChunkTranscript(
-            index=chunk.index,
-            start_ms=chunk.start_ms,
-            end_ms=chunk.end_ms,
-            text=self.text,
-            segments=[
-                Segment(
-                    start_ms=offset + s.start_ms,
-                    end_ms=min(chunk.end_ms, offset + s.end_ms),
-                    text=s.text,
-                    chunk_index=chunk.index,
-                )
-                for s in self.segments
-            ],
-            api_calls=api_calls,
-            cache_level=cache_level.value if cache_level else None,
-            seconds=seconds,
-        )
-
-
-class CachedUpload(BaseModel):
-    """A whole upload's finished transcript (times absolute: it is the same file)."""
-
-    transcript: Transcript
-    duration_s: float
-    chunks: int
-    chunks_silent: int
-    # id -> canonical-PCM hash of each chunk entry it was made from (invalidation by upload).
-    chunk_keys: dict[str, str] = Field(default_factory=dict)
 
 
 class ModelCodec(Generic[M]):
@@ -126,7 +56,9 @@ class WarmReport(BaseModel):
     purged: int  # expired L3 rows deleted
 
 
-class TranscriptCache:
+class TieredTranscriptCache:
+    """The TranscriptCache port (and the operators' operations) on a TieredCache."""
+
     def __init__(
         self,
         tiered: TieredCache,
@@ -174,72 +106,48 @@ class TranscriptCache:
 
     def chunk(
         self,
-        key: CacheKey,
+        chunk: ChunkRef,
         compute: Callable[[], CachedChunk],
         *,
+        language: str | None,
+        prompt: str | None = None,
         wait_s: float | None = None,
     ) -> tuple[CachedChunk, CacheLevel | None]:
-        """The cached transcription of a chunk, or `compute()`'s, computed once across the fleet.
-
-        `wait_s` bounds the wait for another worker computing the same chunk (default: the
-        configured lease wait)."""
+        key = self.chunk_key(
+            chunk.pcm_sha256, tenant=chunk.tenant_id, language=language, prompt=prompt
+        )
         wait = self._lease_wait_s if wait_s is None else min(wait_s, self._lease_wait_s)
         try:
             return self.tiered.get_or_compute(key, CHUNKS, compute, wait_s=wait)
         finally:
             self.tiered.flush()
 
-    def chunks(self, keys: Sequence[CacheKey]) -> dict[CacheKey, Hit[CachedChunk]]:
-        """Batched lookup (one MGET, one SELECT) of the chunks that are cached."""
-        return self.tiered.get_many(keys, CHUNKS)
-
     # -- uploads
 
-    def upload(self, key: CacheKey) -> Hit[CachedUpload] | None:
+    def upload(
+        self, upload_sha256: str, *, tenant: str, language: str | None
+    ) -> Hit[CachedUpload] | None:
         try:
-            return self.tiered.get(key, UPLOADS)
+            return self.tiered.get(
+                self.upload_key(upload_sha256, tenant=tenant, language=language), UPLOADS
+            )
         finally:
             self.tiered.flush()
 
-    def store_upload(self, key: CacheKey, value: CachedUpload) -> None:
+    def store_upload(
+        self, upload_sha256: str, value: CachedUpload, *, tenant: str, language: str | None
+    ) -> None:
+        key = self.upload_key(upload_sha256, tenant=tenant, language=language)
         self.tiered.put(key, value, UPLOADS)
         self.tiered.flush()
 
     # -- invalidation (raises CacheUnavailable when a level cannot be reached: retry it)
-
-    def invalidate_chunk(self, key: CacheKey) -> None:
-        self.tiered.invalidate([key])
-
-    def invalidate_upload(self, key: CacheKey) -> int:
-        """Delete an upload's transcript and the chunk entries it was made from; returns how
-        many chunk entries that named."""
-        found = self.tiered.get(key, UPLOADS)
-        chunk_keys = [
-            CacheKey(
-                namespace=key.namespace,
-                kind=EntryKind.CHUNK,
-                id=key_id,
-                content_sha256=pcm_sha256,
-                model=key.model,
-                pipeline_version=key.pipeline_version,
-                scope=key.scope,
-            )
-            for key_id, pcm_sha256 in (found.value.chunk_keys.items() if found else ())
-        ]
-        self.tiered.invalidate([key, *chunk_keys])
-        return len(chunk_keys)
 
     def forget_contents(self, tenant: str, content_sha256s: Sequence[str]) -> int:
         """Delete a tenant's entries of these contents (chunk PCM or upload hashes) everywhere.
         With entries shared across tenants, the shared ones go: the owner wants them gone."""
         scope = SHARED_SCOPE if self._shared else tenant
         return self.tiered.forget_contents(scope, content_sha256s)
-
-    def invalidate_model(self, model: str) -> int:
-        return self.tiered.invalidate_matching(model=model)
-
-    def invalidate_pipeline_version(self, version: str) -> int:
-        return self.tiered.invalidate_matching(pipeline_version=version)
 
     # -- warming and statistics
 
@@ -275,7 +183,7 @@ class TranscriptCache:
 class CacheAdministration:
     """The HTTP API's view of the cache (the `CacheAdmin` port); announces what it drops."""
 
-    def __init__(self, cache: TranscriptCache, events: EventPublisher | None = None) -> None:
+    def __init__(self, cache: TieredTranscriptCache, events: EventPublisher | None = None) -> None:
         self._cache = cache
         self._events = events
 

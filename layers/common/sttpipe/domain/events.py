@@ -48,6 +48,7 @@ class JobQueued(DomainEvent):
     priority: Priority
     chunks_total: int
     chunks_to_transcribe: int  # silent chunks never reach the queue
+    run: int = 1  # 1 for the upload's split, higher for a re-run of its failed chunks
 
 
 class ChunkCompleted(DomainEvent):
@@ -69,9 +70,13 @@ class _FileFinished(DomainEvent):
     job_id: str
     tenant_id: str
     reason: str | None = None
-    duration_s: float | None = None
+    duration_s: float | None = None  # of the recording
     chunks_total: int | None = None
     chunks_failed: int | None = None
+    # The status it ended from: SPLITTING when the splitter ended it (a rejected upload, or one
+    # answered from the cache), else the transcription's end.
+    ended_from: JobStatus | None = None
+    seconds_since_created: float | None = None  # from the upload form to the final status
 
 
 class FileCompleted(_FileFinished):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 UPLOAD_PREFIX = "uploads/"
+WORK_PREFIX = "work/"  # chunks, manifest, chunk results: expire by the bucket's lifecycle rule
+TRANSCRIPT_PREFIX = "transcripts/"
 TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UPLOAD_KEY = re.compile(rf"^{UPLOAD_PREFIX}(?P<job_id>[0-9a-f]{{32}})/[^/]+$")
 
 
 def safe_filename(name: str) -> str:
@@ -17,21 +20,32 @@ def safe_filename(name: str) -> str:
     return cleaned[-200:]
 
 
+def job_prefixes(job_id: str) -> tuple[str, ...]:
+    """Every prefix a job's objects live under: deleting them deletes the job's objects."""
+    return tuple(f"{prefix}{job_id}/" for prefix in (UPLOAD_PREFIX, WORK_PREFIX, TRANSCRIPT_PREFIX))
+
+
 def upload(job_id: str, filename: str) -> str:
     return f"{UPLOAD_PREFIX}{job_id}/{safe_filename(filename)}"
 
 
+def job_of_upload(key: str) -> str | None:
+    """The job id of a key `upload()` made, None for any other key under uploads/."""
+    match = _UPLOAD_KEY.match(key)
+    return match["job_id"] if match else None
+
+
 def manifest(job_id: str) -> str:
-    return f"work/{job_id}/manifest.json"
+    return f"{WORK_PREFIX}{job_id}/manifest.json"
 
 
 def chunk_audio(job_id: str, index: int) -> str:
-    return f"work/{job_id}/chunks/{index:05d}.flac"
+    return f"{WORK_PREFIX}{job_id}/chunks/{index:05d}.flac"
 
 
 def chunk_result(job_id: str, index: int) -> str:
-    return f"work/{job_id}/results/{index:05d}.json"
+    return f"{WORK_PREFIX}{job_id}/results/{index:05d}.json"
 
 
 def transcript(job_id: str, fmt: str) -> str:
-    return f"transcripts/{job_id}/transcript.{fmt}"
+    return f"{TRANSCRIPT_PREFIX}{job_id}/transcript.{fmt}"

@@ -59,6 +59,29 @@ class Job(BaseModel):
     runs: int = Field(default=1, ge=1)
 
 
+class JobStats(BaseModel):
+    """What a job's transcription took: recorded with its final status, shown by the status API
+    and carried in the JSON transcript."""
+
+    duration_s: float
+    chunks: int
+    chunks_silent: int
+    chunks_transcribed: int
+    chunks_failed: int
+    speech_api_calls: int
+    cache_hits: dict[str, int]  # chunks answered from each cache level: L1, L2, L3
+    # Set when the whole upload was answered from the cache: the level it came from.
+    upload_cache_hit: str | None = None
+    split_seconds: float
+    transcribe_seconds: float  # summed over chunks, so it may exceed the wall time
+    runs: int | None = None  # executions: 1, plus one per re-run (set by the merge)
+    merge_seconds: float | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """The JSON object stored with the job (fields that do not apply are left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class ChunkProgress(BaseModel):
     index: int
     start_ms: int

@@ -19,15 +19,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkTask, Priority
-from sttpipe.observability import Dimension, Metric, MetricRecorder
-from sttpipe.ports import MessageQueues
+from sttpipe.observability import Dimension, Metric
+from sttpipe.ports import MessageQueues, MetricRecorder
 from sttpipe.services.transcribing import (
     ChunkDeferred,
     ChunkGaveUp,
     ChunkRetryLater,
     WorkerService,
 )
-from sttpipe.speech.limits import priority_scope
+from sttpipe.speech.base import priority_scope
 
 # Not a child logger: the keys appended here (job, chunk, priority) must reach every log line of
 # the invocation, and a child cannot append before its parent exists (unit tests, other hosts).

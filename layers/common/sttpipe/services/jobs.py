@@ -32,6 +32,7 @@ from sttpipe.ports import (
     QueueStats,
     Workflow,
 )
+from sttpipe.services.manifests import load_manifest
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
 ALLOWED_CONTENT_TYPES = frozenset(
@@ -120,8 +121,6 @@ class FeatureUnavailable(RuntimeError):
     """This deployment has no such part (no cache configured, no webhook secret)."""
 
 
-# A job's objects all live under these prefixes (keys.py), so deleting them deletes the job.
-_JOB_PREFIXES = ("uploads/{}/", "work/{}/", "transcripts/{}/")
 _RUNNING = frozenset({JobStatus.SPLITTING, JobStatus.TRANSCRIBING, JobStatus.MERGING})
 _SETTLED = frozenset({ChunkState.DONE, ChunkState.SILENT})  # a re-run leaves these alone
 
@@ -202,7 +201,7 @@ class JobService:
         if view.job.status in _RUNNING:
             raise JobBusy(f"job {job_id} is {view.job.status}; delete it once it has finished")
         hashes = self._content_hashes(job_id)
-        objects = sum(self._store.delete_prefix(p.format(job_id)) for p in _JOB_PREFIXES)
+        objects = sum(self._store.delete_prefix(p) for p in keys.job_prefixes(job_id))
         cached = self._cache.forget(tenant_id, hashes) if self._cache and hashes else 0
         self._jobs.delete(job_id)
         return {"objects_deleted": objects, "cache_entries_deleted": cached}
@@ -261,7 +260,7 @@ class JobService:
     def _manifest(self, job_id: str) -> Manifest | None:
         """What the splitter made of the job's upload; None when it was never split."""
         try:
-            return Manifest.model_validate_json(self._store.get_bytes(keys.manifest(job_id)))
+            return load_manifest(self._store, job_id)
         except ObjectNotFound:
             return None
 

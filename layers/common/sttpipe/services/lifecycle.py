@@ -50,17 +50,23 @@ class PublishingJobRepository:
     def finish(
         self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
     ) -> None:
+        before = self._view(job_id).job
         self._inner.finish(job_id, status, stats=stats, reason=reason)
         event = FILE_FINISHED.get(status)
         if event is not None:
+            recorded = self._view(job_id).job
             self._events.publish(
                 event(
                     job_id=job_id,
-                    tenant_id=self._view(job_id).job.tenant_id,
+                    tenant_id=recorded.tenant_id,
                     reason=reason,
                     duration_s=stats.get("duration_s"),
                     chunks_total=stats.get("chunks"),
                     chunks_failed=stats.get("chunks_failed"),
+                    ended_from=before.status,
+                    seconds_since_created=max(
+                        0.0, (recorded.updated_at - recorded.created_at).total_seconds()
+                    ),
                 )
             )
 
@@ -73,6 +79,7 @@ class PublishingJobRepository:
                 priority=view.job.priority,
                 chunks_total=len(view.chunks),
                 chunks_to_transcribe=sum(c.state is ChunkState.PENDING for c in view.chunks),
+                run=view.job.runs,
             )
         )
 

@@ -5,32 +5,32 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from sttpipe.cache import CachedUpload, TranscriptCache
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkOutcome,
     ChunkState,
     ChunkTranscript,
     JobFailureNotice,
+    JobStats,
     JobStatus,
     Manifest,
     MergeTask,
     TaskError,
 )
-from sttpipe.ports import JobRepository, Notifier, ObjectStore, TaskNoLongerWaiting, Workflow
-from sttpipe.transcript import (
-    FailedChunk,
-    Transcript,
-    assemble,
-    render_json,
-    render_srt,
-    render_txt,
-    render_vtt,
+from sttpipe.domain.transcripts import CachedUpload, CacheLevel, FailedChunk, Transcript
+from sttpipe.ports import (
+    JobRepository,
+    Notifier,
+    ObjectStore,
+    TaskNoLongerWaiting,
+    TranscriptCache,
+    Workflow,
 )
+from sttpipe.services.manifests import load_manifest
+from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
 
 logger = Logger(child=True)
 
@@ -59,7 +59,7 @@ class MergeService:
 
     def merge(self, task: MergeTask) -> JobStatus:
         started = time.monotonic()
-        manifest = Manifest.model_validate_json(self._store.get_bytes(keys.manifest(task.job_id)))
+        manifest = load_manifest(self._store, task.job_id)
         spans = {c.index: (c.start_ms, c.end_ms) for c in manifest.execution.chunks}
         view = self._jobs.get(task.job_id)
         # What workers recorded when they gave up on a chunk (Step Functions may not pass the
@@ -91,11 +91,11 @@ class MergeService:
         stats = _statistics(manifest, done, failed, runs=view.job.runs if view else 1)
         if status is not JobStatus.FAILED:
             transcript = assemble(done, failed, language=manifest.execution.language)
-            stats["merge_seconds"] = round(time.monotonic() - started, 3)
+            stats.merge_seconds = round(time.monotonic() - started, 3)
             write_transcript(self._store, task.job_id, transcript, stats)
             if status is JobStatus.COMPLETED and view is not None:
                 self._remember(view.job.tenant_id, manifest, transcript)
-        self._jobs.finish(task.job_id, status, stats=stats, reason=job_reason)
+        self._jobs.finish(task.job_id, status, stats=stats.as_record(), reason=job_reason)
         self._announce(task.job_id)
         logger.info(
             "job merged",
@@ -130,22 +130,16 @@ class MergeService:
         """Keep a completed transcript under its upload's hash: a re-upload is answered from it."""
         if self._cache is None or manifest.upload_sha256 is None:
             return
-        language = manifest.execution.language
-        chunk_keys = {
-            self._cache.chunk_key(c.pcm_sha256, tenant=c.tenant_id, language=language).id: (
-                c.pcm_sha256
-            )
-            for c in manifest.execution.chunks
-        }
         self._cache.store_upload(
-            self._cache.upload_key(manifest.upload_sha256, tenant=tenant_id, language=language),
+            manifest.upload_sha256,
             CachedUpload(
                 transcript=transcript,
                 duration_s=manifest.duration_s,
                 chunks=manifest.chunks_total,
                 chunks_silent=manifest.chunks_silent,
-                chunk_keys=chunk_keys,
             ),
+            tenant=tenant_id,
+            language=manifest.execution.language,
         )
 
     def record_failure(self, notice: JobFailureNotice) -> None:
@@ -167,12 +161,12 @@ class MergeService:
 
 
 def write_transcript(
-    store: ObjectStore, job_id: str, transcript: Transcript, stats: dict[str, Any]
+    store: ObjectStore, job_id: str, transcript: Transcript, stats: JobStats
 ) -> None:
     """The job's transcript.txt/json/srt/vtt (the JSON carries the job's statistics)."""
     rendered = {
         "txt": render_txt(transcript),
-        "json": render_json(transcript, stats=stats),
+        "json": render_json(transcript, stats=stats.as_record()),
         "srt": render_srt(transcript),
         "vtt": render_vtt(transcript),
     }
@@ -201,17 +195,17 @@ def _outcome(
 
 def _statistics(
     manifest: Manifest, done: list[ChunkTranscript], failed: list[FailedChunk], *, runs: int
-) -> dict[str, Any]:
+) -> JobStats:
     cache_hits = Counter(c.cache_level for c in done if c.cache_level)
-    return {
-        "duration_s": manifest.duration_s,
-        "chunks": manifest.chunks_total,
-        "chunks_silent": manifest.chunks_silent,
-        "chunks_transcribed": len(done),
-        "chunks_failed": len(failed),
-        "speech_api_calls": sum(c.api_calls for c in done),
-        "cache_hits": {level: cache_hits.get(level, 0) for level in ("L1", "L2", "L3")},
-        "split_seconds": manifest.split_seconds,
-        "transcribe_seconds": round(sum(c.seconds for c in done), 3),
-        "runs": runs,
-    }
+    return JobStats(
+        duration_s=manifest.duration_s,
+        chunks=manifest.chunks_total,
+        chunks_silent=manifest.chunks_silent,
+        chunks_transcribed=len(done),
+        chunks_failed=len(failed),
+        speech_api_calls=sum(c.api_calls for c in done),
+        cache_hits={level.value: cache_hits.get(level.value, 0) for level in CacheLevel},
+        split_seconds=manifest.split_seconds,
+        transcribe_seconds=round(sum(c.seconds for c in done), 3),
+        runs=runs,
+    )

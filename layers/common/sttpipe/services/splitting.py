@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 
 from sttpipe.audio import AudioError, SplitOptions, probe, split_file
-from sttpipe.cache import CachedUpload, Hit, TranscriptCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
@@ -23,15 +22,17 @@ from sttpipe.domain.models import (
     ChunkState,
     ExecutionInput,
     Job,
+    JobStats,
     JobStatus,
     Manifest,
 )
-from sttpipe.ports import JobRepository, ObjectStore, Workflow
+from sttpipe.domain.transcripts import CachedUpload, CacheLevel, Hit
+from sttpipe.observability import Metric
+from sttpipe.ports import JobRepository, MetricRecorder, ObjectStore, TranscriptCache, Workflow
+from sttpipe.services.manifests import store_manifest
 from sttpipe.services.merging import write_transcript
 
 logger = Logger(child=True)
-
-_UPLOAD_KEY = re.compile(r"^uploads/(?P<job_id>[0-9a-f]{32})/[^/]+$")
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,14 @@ class SplitterService:
         workflow: Workflow,
         settings: Settings,
         cache: TranscriptCache | None = None,
+        record: MetricRecorder | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._workflow = workflow
         self._settings = settings
         self._cache = cache
+        self._record = record
 
     def handle_upload(self, raw_key: str, etag: str = "") -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
@@ -75,9 +78,9 @@ class SplitterService:
             return SplitOutcome(job.job_id, JobStatus.FAILED, reason=exc.reason)
 
     def _job_for(self, key: str, etag: str) -> Job:
-        match = _UPLOAD_KEY.match(key)
-        if match:
-            view = self._jobs.get(match["job_id"])
+        job_id = keys.job_of_upload(key)
+        if job_id is not None:
+            view = self._jobs.get(job_id)
             if view is not None:
                 return view.job
         # An object put straight into uploads/ (aws s3 cp, a script) becomes a job with defaults,
@@ -115,10 +118,9 @@ class SplitterService:
         with self._store.download(job.upload_key) as audio_file:
             if self._cache is not None:
                 upload_sha256 = _sha256(audio_file)
-                key = self._cache.upload_key(
+                cached = self._cache.upload(
                     upload_sha256, tenant=job.tenant_id, language=job.language
                 )
-                cached = self._cache.upload(key)
                 if cached is not None:
                     return self._answer_from_cache(job, cached, started)
             info = probe(audio_file.name)
@@ -162,12 +164,13 @@ class SplitterService:
             split_seconds=round(time.monotonic() - started, 3),
             upload_sha256=upload_sha256,
         )
-        self._store.put_bytes(
-            keys.manifest(job.job_id), manifest.model_dump_json().encode(), "application/json"
-        )
+        store_manifest(self._store, manifest)
         self._jobs.add_chunks(job.job_id, progress)
         self._jobs.set_status(job.job_id, JobStatus.TRANSCRIBING)
         self._workflow.start(job.job_id, execution.model_dump_json())
+        if self._record is not None:
+            split_ms = (time.monotonic() - started) * 1000
+            self._record(Metric.SPLIT_DURATION, split_ms, MetricUnit.Milliseconds)
         logger.info(
             "job split",
             extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
@@ -179,20 +182,20 @@ class SplitterService:
     ) -> SplitOutcome:
         """The same file was transcribed before: no splitting, no speech API, done now."""
         upload = cached.value
-        stats: dict[str, Any] = {
-            "duration_s": upload.duration_s,
-            "chunks": upload.chunks,
-            "chunks_silent": upload.chunks_silent,
-            "chunks_transcribed": upload.chunks - upload.chunks_silent,
-            "chunks_failed": 0,
-            "speech_api_calls": 0,
-            "cache_hits": {"L1": 0, "L2": 0, "L3": 0},
-            "upload_cache_hit": cached.level.value,
-            "split_seconds": round(time.monotonic() - started, 3),
-            "transcribe_seconds": 0.0,
-        }
+        stats = JobStats(
+            duration_s=upload.duration_s,
+            chunks=upload.chunks,
+            chunks_silent=upload.chunks_silent,
+            chunks_transcribed=upload.chunks - upload.chunks_silent,
+            chunks_failed=0,
+            speech_api_calls=0,
+            cache_hits={level.value: 0 for level in CacheLevel},
+            upload_cache_hit=cached.level.value,
+            split_seconds=round(time.monotonic() - started, 3),
+            transcribe_seconds=0.0,
+        )
         write_transcript(self._store, job.job_id, upload.transcript, stats)
-        self._jobs.finish(job.job_id, JobStatus.COMPLETED, stats=stats)
+        self._jobs.finish(job.job_id, JobStatus.COMPLETED, stats=stats.as_record())
         logger.info(
             "upload answered from the cache",
             extra={"job_id": job.job_id, "level": cached.level, "chunks": upload.chunks},

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 
 from aws_lambda_powertools import Logger
 
-from sttpipe.cache import CachedChunk, CacheLevel, TranscriptCache
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask
-from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, Workflow
+from sttpipe.domain.transcripts import CachedChunk, CacheLevel
+from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, TranscriptCache, Workflow
 from sttpipe.speech.base import SpeechBackPressure, SpeechError, Transcriber
 
 logger = Logger(child=True)
@@ -181,10 +181,9 @@ class WorkerService:
         if self._cache is None:
             call_api()
             return stored_here
-        key = self._cache.chunk_key(chunk.pcm_sha256, tenant=chunk.tenant_id, language=language)
         # Waiting for another worker's call must leave time to make our own.
         wait_s = None if remaining_s is None else max(0.0, remaining_s / 2)
-        value, level = self._cache.chunk(key, call_api, wait_s=wait_s)
+        value, level = self._cache.chunk(chunk, call_api, language=language, wait_s=wait_s)
         return stored_here if level is None else store(value, 0, level)
 
     def _answer_failure(self, token: str, reason: str, log_keys: dict[str, object]) -> None:

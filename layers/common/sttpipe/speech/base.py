@@ -1,26 +1,15 @@
-"""The interface every speech backend implements, and the errors it raises."""
+"""The speech API's port: the interface every speech backend implements, the errors it raises,
+and the priority its callers hand down to the fleet limit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class RelativeSegment:
-    """A segment with times relative to the start of the chunk, in seconds."""
-
-    start_s: float
-    end_s: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Transcription:
-    text: str
-    segments: tuple[RelativeSegment, ...] = field(default=())
-    language: str | None = None
-    attempts: int = 1  # HTTP calls it took, retries included
+# A backend answers with this domain value.
+from sttpipe.domain.transcripts import Transcription
 
 
 class Transcriber(Protocol):
@@ -85,3 +74,24 @@ class AuthenticationError(PermanentSpeechError):
 
 class PayloadTooLargeError(PermanentSpeechError):
     """413: the chunk is over the API's size limit."""
+
+
+# The priority of the chunk being transcribed (0 high, 1 normal, 2 low): waiters for a fleet
+# slot are served in this order. A context variable, because the Transcriber interface is about
+# the audio, not the job; the worker handler sets it per message.
+_priority: ContextVar[int] = ContextVar("speech_priority", default=1)
+
+
+@contextmanager
+def priority_scope(rank: int) -> Iterator[None]:
+    """Speech calls in the block wait for a fleet slot with this priority rank (0 first)."""
+    token = _priority.set(rank)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+def current_priority() -> int:
+    """The rank set by the innermost priority_scope (1, normal, outside any)."""
+    return _priority.get()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import mimetypes
 import ssl
@@ -22,6 +21,7 @@ from typing import Any
 
 import certifi
 import httpx
+from aws_lambda_powertools import Logger
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -32,18 +32,17 @@ from tenacity import (
 )
 
 from sttpipe.config import Settings
+from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.speech.base import (
     AuthenticationError,
     PayloadTooLargeError,
     PermanentSpeechError,
-    RelativeSegment,
     SpeechError,
     Transcriber,
-    Transcription,
     TransientSpeechError,
 )
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
 SECRET_MAX_AGE_S = 300  # a rotated key is picked up within five minutes
@@ -317,6 +316,11 @@ def _log_retry(state: RetryCallState) -> None:
         state.attempt_number,
         exc,
         state.upcoming_sleep,
+        extra={
+            "attempt": state.attempt_number,
+            "error": str(exc),
+            "retry_in_s": round(state.upcoming_sleep, 3),
+        },
     )
 
 

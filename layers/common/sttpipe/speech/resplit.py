@@ -10,23 +10,23 @@ so the caller gets one `Transcription` with times relative to the chunk it sent.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import PurePosixPath
+
+from aws_lambda_powertools import Logger
 
 from sttpipe.audio import SAMPLE_RATE, AudioError, decode_bytes, encode_flac, find_pause_cut
 from sttpipe.audio.pcm import SAMPLE_WIDTH
 from sttpipe.domain.models import ChunkTranscript, Segment
+from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.speech.base import (
     PayloadTooLargeError,
-    RelativeSegment,
     SpeechError,
     Transcriber,
-    Transcription,
 )
 from sttpipe.transcript import assemble
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 
 class ResplittingTranscriber:
@@ -124,7 +124,12 @@ class ResplittingTranscriber:
                 "%s is too large for the speech API and cannot be decoded to re-split it: %s",
                 filename,
                 exc.reason,
-                extra={"chunk_file": filename, "bytes": len(audio), "depth": depth},
+                extra={
+                    "chunk_file": filename,
+                    "bytes": len(audio),
+                    "depth": depth,
+                    "error": exc.reason,
+                },
             )
             raise too_large from exc
         samples = len(pcm) // SAMPLE_WIDTH
@@ -139,7 +144,12 @@ class ResplittingTranscriber:
                     "%s is too large for the speech API and too short to cut (%.1f s)",
                     filename,
                     samples / SAMPLE_RATE,
-                    extra={"chunk_file": filename, "bytes": len(audio), "depth": depth},
+                    extra={
+                        "chunk_file": filename,
+                        "bytes": len(audio),
+                        "depth": depth,
+                        "duration_s": round(samples / SAMPLE_RATE, 3),
+                    },
                 )
                 raise too_large
             spans, kind = [(0, cut), (cut - overlap, samples)], "through sound (no pause)"
@@ -160,6 +170,7 @@ class ResplittingTranscriber:
                 "cut_s": round(cut / SAMPLE_RATE, 3),
                 "at_pause": kind == "at a pause",
                 "depth": depth + 1,
+                "max_depth": self._max_depth,
             },
         )
         return pcm, spans

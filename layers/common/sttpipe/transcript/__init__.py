@@ -1,14 +1,11 @@
 """Assembling a job's chunk transcripts and rendering the result (TXT, JSON, SRT, WebVTT)."""
 
 from sttpipe.transcript.assemble import assemble
-from sttpipe.transcript.model import FailedChunk, Transcript
 from sttpipe.transcript.render import render_json, render_srt, render_txt, render_vtt
 from sttpipe.transcript.text import DEFAULT_HALLUCINATIONS, split_cues
 
 __all__ = [
     "DEFAULT_HALLUCINATIONS",
-    "FailedChunk",
-    "Transcript",
     "assemble",
     "render_json",
     "render_srt",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sttpipe.domain.models import ChunkTranscript, Segment
-from sttpipe.transcript.model import FailedChunk, Transcript
+from sttpipe.domain.transcripts import FailedChunk, Transcript
 from sttpipe.transcript.text import (
     DEFAULT_HALLUCINATIONS,
     HallucinationFilter,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sttpipe.transcript.model import FailedChunk, Transcript
+from sttpipe.domain.transcripts import FailedChunk, Transcript
 
 _MAX_REASON_CHARS = 200  # a marker line is for readers; the JSON keeps the whole reason
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from sttpipe.adapters.s3 import temp_suffix
 from sttpipe.adapters.stepfunctions import (
     MAX_CAUSE_CHARS,
@@ -29,8 +31,10 @@ from sttpipe.adapters.stepfunctions import (
 )
 from sttpipe.domain.events import DomainEvent
 from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.transcripts import Transcription
+from sttpipe.observability import Dimension, Metric
 from sttpipe.ports import JobNotFound, ObjectNotFound, TaskNoLongerWaiting
-from sttpipe.speech.base import SpeechError, Transcription
+from sttpipe.speech.base import SpeechError
 
 # ---- object store ---------------------------------------------------------------------------
 
@@ -390,6 +394,33 @@ class InMemoryEventPublisher:
 
     def publish(self, *events: DomainEvent) -> None:
         self.events.extend(events)
+
+
+@dataclass(frozen=True)
+class RecordedMetric:
+    metric: Metric
+    value: float
+    unit: MetricUnit
+    dimensions: dict[Dimension, str]
+
+
+class InMemoryMetrics:
+    """A MetricRecorder that keeps what was recorded, in order."""
+
+    def __init__(self) -> None:
+        self.recorded: list[RecordedMetric] = []
+
+    def __call__(
+        self,
+        metric: Metric,
+        value: float,
+        unit: MetricUnit = MetricUnit.Count,
+        dimensions: Mapping[Dimension, str] | None = None,
+    ) -> None:
+        self.recorded.append(RecordedMetric(metric, value, unit, dict(dimensions or {})))
+
+    def total(self, metric: Metric) -> float:
+        return sum(r.value for r in self.recorded if r.metric is metric)
 
 
 # ---- queues ---------------------------------------------------------------------------------

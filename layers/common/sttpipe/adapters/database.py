@@ -1,0 +1,103 @@
+"""PostgreSQL plumbing shared by the job repository and the cache's L3: where to connect (a URL,
+or the RDS secret read through Powertools), a pool sized for one Lambda container, the schema."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from sttpipe.config import Settings
+
+# Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
+# CREATE TABLE IF NOT EXISTS, which is not safe against itself.
+_SCHEMA_LOCK_KEY = 0x5777_0001
+
+
+def schema_sql() -> str:
+    """The schema DDL, read from the package so that it travels inside the Lambda layer."""
+    return files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def apply_schema(conninfo: str) -> None:
+    """Create the tables and indexes that do not exist yet (safe to run again and concurrently)."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        conn.execute(schema_sql().encode())  # no parameters: may hold several statements
+
+
+def create_pool(
+    conninfo: str | Callable[[], str],
+    max_size: int = 2,
+    *,
+    name: str = "sttpipe-jobs",
+    timeout_s: float = 10.0,
+    connect_kwargs: dict[str, Any] | None = None,
+    statement_timeout_s: float | None = None,
+) -> ConnectionPool:
+    """A pool for one Lambda container: small, and checking connections a freeze may have cut.
+
+    `timeout_s` bounds the wait for a connection; `connect_kwargs` go to every connect (they
+    replace the same keys of the conninfo); `statement_timeout_s` cuts off every statement."""
+    configure = None
+    if statement_timeout_s is not None:
+        timeout_ms = max(1, round(statement_timeout_s * 1000))
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            # A session setting rather than libpq `options`, which would replace the URL's own.
+            conn.execute(f"SET statement_timeout = {timeout_ms}")
+            conn.commit()
+
+    return ConnectionPool(
+        conninfo,
+        kwargs=connect_kwargs,
+        configure=configure,
+        min_size=1,
+        max_size=max(1, max_size),
+        open=True,
+        check=ConnectionPool.check_connection,
+        timeout=timeout_s,
+        name=name,
+    )
+
+
+def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
+    """A conninfo that reads the RDS secret each time the pool opens a connection.
+
+    Powertools caches the secret for a few minutes, so a rotated password is picked up by the
+    next connections without a cold start and without a Secrets Manager call per connection.
+    """
+
+    def conninfo() -> str:
+        # Imported here: only the AWS path needs Powertools' Parameters (and its boto3 client).
+        from aws_lambda_powertools.utilities.parameters import get_secret
+
+        secret: dict[str, Any] = get_secret(secret_id, transform="json", max_age=300)
+        return make_conninfo(
+            host=secret["host"],
+            port=secret.get("port", 5432),
+            user=secret["username"],
+            password=secret["password"],
+            dbname=secret.get("dbname", "postgres"),
+            sslmode=secret.get("sslmode", "require"),
+        )
+
+    return conninfo
+
+
+def conninfo_from_settings(settings: Settings) -> str | Callable[[], str]:
+    """The database to connect to: STT_DATABASE_URL, else the RDS secret."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return resolve_conninfo(url, settings.database_secret_id)
+
+
+def resolve_conninfo(url: str | None, secret_id: str | None) -> str | Callable[[], str]:
+    if url:
+        return url
+    if secret_id:
+        return conninfo_from_secret(secret_id)
+    raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")

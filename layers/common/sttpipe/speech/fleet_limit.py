@@ -1,0 +1,286 @@
+"""A fleet-wide, adaptive limit on speech API calls in flight, as a Transcriber decorator: the
+half of the back-pressure on the speech API that spaces the calls out (the other half, the circuit
+breaker, is sttpipe.speech.breaker).
+
+The limit lives in Redis so that every worker container shares it: a sorted set of lease ids
+scored by their expiry (a worker that dies mid-call frees its slot when the lease runs out) and
+a hash holding the current limit, both changed only by Lua scripts, so that acquiring is atomic.
+The limit is adaptive (AIMD): each 429 the API answers cuts it by a factor (at most once per
+`hold_s`, so one burst of 429s cuts once), each success raises it by 1/limit, so it climbs back by
+about one slot per `limit` successful calls.
+
+When Redis cannot be reached, it degrades to the same rules per container instead of stalling
+(a Redis outage must not stop transcription), and tries Redis again after a cool-down (see
+sttpipe.speech.redis_fallback).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import redis
+
+from sttpipe.domain.transcripts import Transcription
+from sttpipe.speech.base import SpeechBackPressure, Transcriber, current_priority
+from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- Forget waiters that stopped asking (gave up or died).
+local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[5]))
+for _, gone in ipairs(stale) do
+  redis.call('ZREM', KEYS[3], gone)
+  redis.call('ZREM', KEYS[4], gone)
+end
+redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[4]) * 1e13 + now, ARGV[1])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+local max = tonumber(ARGV[3])
+local limit = math.min(max, tonumber(redis.call('HGET', KEYS[2], 'limit') or max))
+local free = math.max(1, math.floor(limit)) - redis.call('ZCARD', KEYS[1])
+-- Free slots go to the first waiters: higher priority first, then the longest waiting.
+if free > 0 and redis.call('ZRANK', KEYS[3], ARGV[1]) < free then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_FEEDBACK = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local max, min = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit = math.min(max, tonumber(redis.call('HGET', KEYS[1], 'limit') or max))
+if ARGV[1] == 'throttled' then
+  local cut_at = tonumber(redis.call('HGET', KEYS[1], 'cut_at') or 0)
+  if now - cut_at >= tonumber(ARGV[5]) then
+    limit = math.max(min, limit * tonumber(ARGV[4]))
+    redis.call('HSET', KEYS[1], 'cut_at', now)
+  end
+else
+  limit = math.min(max, limit + 1 / limit)
+end
+redis.call('HSET', KEYS[1], 'limit', tostring(limit))
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return tostring(limit)
+"""
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    max_limit: int  # the configured limit: never exceeded
+    min_limit: int = 1
+    decrease: float = 0.5  # multiplied into the limit on a 429
+    hold_s: float = 2.0  # at most one cut per this many seconds
+    lease_s: float = 330.0  # a slot held longer than this is taken to be a dead worker's
+    stale_waiter_s: float = 2.0  # a waiter that has not asked again for this long has left
+
+
+class Slots(Protocol):
+    def try_acquire(self, lease_id: str, rank: int) -> bool:
+        """Take a slot for `lease_id` if one is free for it (lower `rank` is served first)."""
+        ...
+
+    def withdraw(self, lease_id: str) -> None:
+        """Stop waiting (gave up before getting a slot)."""
+        ...
+
+    def release(self, lease_id: str) -> None: ...
+
+    def feedback(self, throttled: bool) -> float:
+        """Adjust the limit after an answer (429 or success); returns the new limit."""
+        ...
+
+
+class RedisSlots:
+    """The fleet-wide slots in Redis (see the module docstring). Raises redis.RedisError."""
+
+    def __init__(self, client: redis.Redis, namespace: str, policy: LimitPolicy) -> None:
+        self._redis = client
+        self._leases_key = f"{namespace}:speech:leases"
+        self._state_key = f"{namespace}:speech:limit"
+        self._waiters_key = f"{namespace}:speech:waiters"
+        self._seen_key = f"{namespace}:speech:waiters-seen"
+        self._policy = policy
+        self._stale_ms = max(1000, round(policy.stale_waiter_s * 1000))
+        self._acquire = client.register_script(_ACQUIRE)
+        self._feedback = client.register_script(_FEEDBACK)
+
+    def try_acquire(self, lease_id: str, rank: int) -> bool:
+        p = self._policy
+        lease_ms = max(1, round(p.lease_s * 1000))
+        keys = [self._leases_key, self._state_key, self._waiters_key, self._seen_key]
+        args: list[str | int] = [lease_id, lease_ms, p.max_limit, rank, self._stale_ms]
+        return bool(self._acquire(keys=keys, args=args))
+
+    def withdraw(self, lease_id: str) -> None:
+        self._redis.zrem(self._waiters_key, lease_id)
+        self._redis.zrem(self._seen_key, lease_id)
+
+    def release(self, lease_id: str) -> None:
+        self._redis.zrem(self._leases_key, lease_id)
+
+    def feedback(self, throttled: bool) -> float:
+        p = self._policy
+        args = ["throttled" if throttled else "ok", p.max_limit, p.min_limit, p.decrease]
+        hold_ms = round(p.hold_s * 1000)
+        return float(self._feedback(keys=[self._state_key], args=[*args, hold_ms]))
+
+    def in_flight(self) -> int:
+        """Leases held now (expired ones included until the next acquire sweeps them)."""
+        return int(self._redis.zcard(self._leases_key))
+
+
+class LocalSlots:
+    """The same rules within one container: the fallback while Redis is unreachable."""
+
+    def __init__(self, policy: LimitPolicy, clock: Clock = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._limit = float(policy.max_limit)
+        self._cut_at = float("-inf")
+
+    def try_acquire(self, lease_id: str, rank: int) -> bool:
+        # One container serves one message at a time on Lambda: no queue of waiters to order.
+        with self._lock:
+            if len(self._held) >= max(1, int(self._limit)):
+                return False
+            self._held.add(lease_id)
+            return True
+
+    def withdraw(self, lease_id: str) -> None:
+        pass
+
+    def release(self, lease_id: str) -> None:
+        with self._lock:
+            self._held.discard(lease_id)
+
+    def feedback(self, throttled: bool) -> float:
+        p = self._policy
+        with self._lock:
+            now = self._clock()
+            if not throttled:
+                self._limit = min(p.max_limit, self._limit + 1 / self._limit)
+            elif now - self._cut_at >= p.hold_s:
+                self._limit = max(p.min_limit, self._limit * p.decrease)
+                self._cut_at = now
+            return self._limit
+
+
+class FleetLimiter:
+    """Slots from Redis when it answers, else from this container (see the module docstring)."""
+
+    def __init__(
+        self,
+        shared: RedisSlots | None,
+        local: LocalSlots,
+        *,
+        poll_s: float = 0.1,
+        redis_cooldown_s: float = 30.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._slots = RedisOrLocal[Slots](
+            shared,
+            local,
+            cooldown_s=redis_cooldown_s,
+            warning="speech API limiter: Redis unreachable, limiting per container",
+            clock=clock,
+        )
+        self._poll_s = poll_s
+        self._clock = clock
+
+    def _try(self, lease_id: str, rank: int) -> Slots | None:
+        backend = self._slots.current()
+        try:
+            return backend if backend.try_acquire(lease_id, rank) else None
+        except redis.RedisError as exc:
+            self._slots.failed(exc)
+            local = self._slots.local
+            return local if local.try_acquire(lease_id, rank) else None
+
+    @contextmanager
+    def slot(self, wait_s: float) -> Iterator[None]:
+        """Hold one slot for the block; raises SpeechBackPressure if none frees within wait_s."""
+        lease_id = uuid.uuid4().hex
+        rank = current_priority()
+        deadline = self._clock() + wait_s
+        while (backend := self._try(lease_id, rank)) is None:
+            left = deadline - self._clock()
+            if left <= 0:
+                self._withdraw(lease_id)
+                raise SpeechBackPressure(
+                    f"no speech API slot free within {wait_s:.0f} s", retry_after_s=self._poll_s
+                )
+            # Jittered, so that waiting workers do not all ask Redis in the same instant.
+            time.sleep(min(left, random.uniform(0.5, 1.5) * self._poll_s))
+        try:
+            yield
+        finally:
+            try:
+                backend.release(lease_id)
+            except redis.RedisError as exc:
+                self._slots.failed(exc)  # the lease expires by itself
+
+    def _withdraw(self, lease_id: str) -> None:
+        try:
+            self._slots.current().withdraw(lease_id)
+        except redis.RedisError as exc:
+            self._slots.failed(exc)  # the waiter goes stale by itself
+
+    def feedback(self, throttled: bool) -> None:
+        backend = self._slots.current()
+        try:
+            backend.feedback(throttled)
+        except redis.RedisError as exc:
+            self._slots.failed(exc)
+            self._slots.local.feedback(throttled)
+
+    def response_hook(self, response: httpx.Response) -> None:
+        """An httpx response hook: every 429 (retried ones too) cuts the limit, a 200 raises it."""
+        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+            self.feedback(throttled=True)
+        elif response.is_success:
+            self.feedback(throttled=False)
+
+
+class LimitedTranscriber:
+    """Holds a fleet slot for each call of `inner` (its retries included)."""
+
+    def __init__(self, inner: Transcriber, limiter: FleetLimiter, *, max_wait_s: float) -> None:
+        self._inner = inner
+        self._limiter = limiter
+        self._max_wait_s = max_wait_s
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        # Waiting for a slot must leave at least half the time for the call itself.
+        wait_s = self._max_wait_s if remaining_s is None else min(self._max_wait_s, remaining_s / 2)
+        started = time.monotonic()
+        with self._limiter.slot(wait_s):
+            left = None if remaining_s is None else remaining_s - (time.monotonic() - started)
+            return self._inner.transcribe(
+                audio, filename, language=language, prompt=prompt, remaining_s=left
+            )

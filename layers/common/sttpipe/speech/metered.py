@@ -1,0 +1,59 @@
+"""Measuring the speech API: a Transcriber decorator for latency, calls and retries per chunk,
+and an httpx response hook that counts 429s (retried ones included)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from aws_lambda_powertools.metrics import MetricUnit
+
+from sttpipe.domain.transcripts import Transcription
+from sttpipe.observability import Metric
+from sttpipe.ports import MetricRecorder
+from sttpipe.speech.base import SpeechError, Transcriber
+
+
+def throttle_counter(record: MetricRecorder) -> Callable[[httpx.Response], None]:
+    """An httpx response hook counting the speech API's 429s, retried ones included."""
+
+    def hook(response: httpx.Response) -> None:
+        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+            record(Metric.SPEECH_API_THROTTLED, 1)
+
+    return hook
+
+
+class MeteredTranscriber:
+    """Wraps the speech API client: latency per chunk (retries included), calls and retries."""
+
+    def __init__(self, inner: Transcriber, record: MetricRecorder) -> None:
+        self._inner = inner
+        self._record = record
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        started = time.perf_counter()
+        attempts = 1
+        try:
+            result = self._inner.transcribe(
+                audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
+            )
+            attempts = result.attempts
+            return result
+        except SpeechError as exc:
+            attempts = exc.attempts
+            raise
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._record(Metric.SPEECH_API_LATENCY, elapsed_ms, MetricUnit.Milliseconds)
+            self._record(Metric.SPEECH_API_CALLS, attempts)
+            self._record(Metric.SPEECH_API_RETRIES, max(0, attempts - 1))
