@@ -132,13 +132,28 @@ def test_cuts_between_sentences_and_each_chunk_is_exactly_its_audio(
     chunks = split_pcm(tmp_path, sample_pcm, SMALL)
 
     assert_well_formed(chunks, SMALL, sample_pcm)
-    rebuilt = b""
+    for chunk, following in zip(chunks, chunks[1:], strict=False):
+        assert chunk.end_ms == following.start_ms  # pause cuts: no overlap, nothing lost
+    assert chunks[-1].end_ms == math.ceil(len(sample_pcm) / 32)
     for chunk in chunks:
         pcm = flac_pcm(tmp_path, chunk)
         assert canonical_pcm_sha256(pcm) == chunk.pcm_sha256
-        assert math.ceil(len(pcm) / 32) == chunk.end_ms - chunk.start_ms
-        rebuilt += pcm
-    assert rebuilt == sample_pcm  # pause cuts: no overlap, nothing lost
+        # What is sent is exactly the recording's stretches it names, all of its speech in them.
+        assert pcm == b"".join(sample_pcm[a * 32 : b * 32] for a, b in chunk.sent)
+        assert chunk.start_ms <= chunk.sent[0][0] and chunk.sent[-1][1] <= chunk.end_ms
+        assert all(any(a <= s and e <= b for a, b in chunk.sent) for s, e in chunk.speech)
+
+
+def test_long_pauses_are_shortened_in_what_is_sent(tmp_path: Path) -> None:
+    pcm = tone(2) + silence(4) + tone(2) + silence(0.4) + tone(2)
+    (chunk,) = split_pcm(tmp_path, pcm, SplitOptions(max_chunk_s=30, min_chunk_s=3, concurrency=1))
+
+    sent = flac_pcm(tmp_path, chunk)
+    # The 4 s pause keeps 0.3 s beside each sound (webrtcvad's hangover adds a little); the
+    # 0.4 s one stays whole.
+    assert len(chunk.sent) == 2
+    assert 6.5 <= len(sent) / 32000 <= 7.3
+    assert chunk.end_ms - chunk.start_ms == 10_400
 
 
 def test_unbroken_sound_forces_hard_cuts_with_overlap(tmp_path: Path) -> None:

@@ -122,6 +122,7 @@ def test_json_carries_segments_markers_language_and_stats(transcript: Transcript
         "end": 3704.25,
         "text": "A <b> & C --> D",
         "chunk": 3,
+        "timing": "api",  # how its times were obtained
     }
     assert [s["chunk"] for s in doc["segments"]] == sorted(s["chunk"] for s in doc["segments"])
     assert doc["text"] == " ".join(s["text"] for s in doc["segments"])

@@ -19,6 +19,12 @@ Choosing the cut (all positions relative to the window's start):
    then starts `overlap_s` earlier, so a word cut in two is whole in one of them.
 Every chunk but the last of a file is at least `min_chunk_s` long; none is longer than
 `max_chunk_s`.
+
+What is sent: a chunk's audio keeps its speech and SENT_PAUSE_PAD_S of the quiet on each side of
+it, so every pause longer than twice that is shortened to it. Nobody pays for silence, and
+Whisper, which tends to drop speech that follows a long silence in its 30 s windows, hears every
+sentence. The chunk says which stretches of the recording it sent (`sent`) and where in it
+someone speaks (`speech`), so that times map back to the recording.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ MAX_CHUNK_S_LIMIT = 600.0
 SEARCH_FRACTION = 0.25
 PAUSE_KEEP_S = 0.2
 MIN_SPEECH_S = 0.15
+SENT_PAUSE_PAD_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,9 @@ class SplitOptions:
 
 @dataclass(frozen=True)
 class AudioChunk:
-    """One chunk: times are absolute in the recording; `flac` holds exactly this stretch."""
+    """One chunk of the recording, [start_ms, end_ms] (absolute). `flac` holds the stretches of
+    it in `sent`, one after another (its long pauses shortened), and `pcm_sha256` is their
+    canonical PCM's hash."""
 
     index: int
     start_ms: int
@@ -123,6 +132,10 @@ class AudioChunk:
     pcm_sha256: str
     flac: bytes = field(repr=False)
     speech_ms: int
+    # Where in it someone speaks: [start_ms, end_ms] regions, absolute, apart by real pauses.
+    speech: tuple[tuple[int, int], ...] = ()
+    # The stretches of the recording the FLAC holds, absolute; the whole chunk when silent.
+    sent: tuple[tuple[int, int], ...] = ()
 
     @property
     def has_speech(self) -> bool:
@@ -258,6 +271,17 @@ def _frames(seconds: float, rounding: Callable[[float], int] = round) -> int:
     return rounding(round(seconds * 1000 / FRAME_MS, 6))
 
 
+def _joined(runs: list[tuple[int, int]], closer_than: int) -> list[tuple[int, int]]:
+    """Sorted runs of frames, those apart by fewer than `closer_than` frames made one."""
+    joined: list[tuple[int, int]] = []
+    for start, stop in runs:
+        if joined and start - joined[-1][1] < closer_than:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], stop))
+        else:
+            joined.append((start, stop))
+    return joined
+
+
 def _runs(flags: bytes | bytearray) -> Iterator[tuple[int, int, bool]]:
     """(start, end, is_speech) for each run of equal flags."""
     pos = 0
@@ -281,6 +305,7 @@ class _Cutter:
         self._min_pause = max(1, _frames(options.min_pause_s))
         self._keep = _frames(PAUSE_KEEP_S)
         self._min_speech = _frames(MIN_SPEECH_S)
+        self._pad = _frames(SENT_PAUSE_PAD_S)
         self._pcm = bytearray()
         self._flags = bytearray()  # one per whole frame of _pcm (and a padded last one at EOF)
         self._start = 0  # absolute sample of _pcm[0]
@@ -353,17 +378,51 @@ class _Cutter:
             if is_speech and stop - start >= self._min_speech
         )
 
+    def _speech_runs(self, end: int) -> list[tuple[int, int]]:
+        """The speech in frames [0, end): blips shorter than MIN_SPEECH_S left out, runs apart
+        by less than a pause joined."""
+        return _joined(
+            [
+                (start, stop)
+                for start, stop, is_speech in _runs(self._flags[:end])
+                if is_speech and stop - start >= self._min_speech
+            ],
+            self._min_pause,
+        )
+
+    def _sent_runs(self, speech: list[tuple[int, int]], end: int) -> list[tuple[int, int]]:
+        """The frames to send: the speech and SENT_PAUSE_PAD_S around it (all, when silent)."""
+        if not speech:
+            return [(0, end)]
+        padded = [(max(0, a - self._pad), min(end, b + self._pad)) for a, b in speech]
+        return _joined(padded, 1)
+
+    def _ms(self, frame: int) -> int:
+        return self._ms_of_sample(frame * FRAME_SAMPLES)
+
+    def _ms_of_sample(self, sample: int) -> int:
+        return -(-(self._start + sample) * 1000 // SAMPLE_RATE)
+
     def _emit(self, end: int, resume: int, kind: str) -> AudioChunk:
         """Make a chunk of frames [0, end) and keep [resume, ...) as the next window."""
-        pcm = bytes(self._pcm[: end * FRAME_BYTES])
-        samples = len(pcm) // SAMPLE_WIDTH
+        samples = min(end * FRAME_SAMPLES, len(self._pcm) // SAMPLE_WIDTH)
+        speech = self._speech_runs(end)
+        sent = self._sent_runs(speech, end)
+        # The last frame of a file may be padded: never read past the samples there are.
+        pcm = b"".join(
+            bytes(self._pcm[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH])
+            for a, b in sent
+        )
+        end_ms = self._ms_of_sample(samples)
         chunk = AudioChunk(
             index=self.chunks,
             start_ms=self._start * 1000 // SAMPLE_RATE,
-            end_ms=-(-(self._start + samples) * 1000 // SAMPLE_RATE),
+            end_ms=end_ms,
             pcm_sha256=canonical_pcm_sha256(pcm),
             flac=encode_flac(pcm),
             speech_ms=self._speech_frames(end) * FRAME_MS,
+            speech=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in speech),
+            sent=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in sent),
         )
         logger.debug(
             "chunk %d: %d-%d ms, %s cut, %d ms speech",

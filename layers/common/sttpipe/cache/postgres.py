@@ -160,7 +160,6 @@ class PostgresCache(CacheBackend):
             ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-
     def _key(
         self, key_id: str, kind: str, scope: str, content: str, model: str, version: str
     ) -> CacheKey:

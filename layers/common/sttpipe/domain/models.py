@@ -117,6 +117,14 @@ class ChunkRef(BaseModel):
     tenant_id: str = "default"
 
 
+class Timing(StrEnum):
+    """How a segment's times were obtained."""
+
+    API = "api"  # the speech API's own segment times
+    SPEECH = "speech"  # placed on the speech the splitter heard in its chunk (VAD regions)
+    EVEN = "even"  # shared out by characters over its chunk: nothing better was known
+
+
 class Segment(BaseModel):
     """A stretch of text with absolute times in the recording (milliseconds)."""
 
@@ -124,6 +132,7 @@ class Segment(BaseModel):
     end_ms: int
     text: str
     chunk_index: int
+    timing: Timing = Timing.EVEN
 
 
 class ChunkTranscript(BaseModel):
@@ -208,3 +217,8 @@ class Manifest(BaseModel):
     split_seconds: float
     # SHA-256 of the uploaded object: the merge stores the finished transcript under it.
     upload_sha256: str | None = None
+    # Per chunk with speech, by index: where it has speech, and which stretches of the
+    # recording its audio holds (long pauses shortened), [start_ms, end_ms] absolute. The merge
+    # places the API's sentences on the speech and maps the API's own times through `sent`.
+    speech: dict[int, list[tuple[int, int]]] = Field(default_factory=dict)
+    sent: dict[int, list[tuple[int, int]]] = Field(default_factory=dict)

@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from sttpipe.domain.models import ChunkRef, ChunkTranscript, Segment
+from sttpipe.domain.models import ChunkRef, ChunkTranscript, Segment, Timing
 
 T = TypeVar("T")
 
@@ -103,6 +103,7 @@ class CachedChunk(BaseModel):
                     end_ms=min(chunk.end_ms, offset + s.end_ms),
                     text=s.text,
                     chunk_index=chunk.index,
+                    timing=Timing.API,
                 )
                 for s in self.segments
             ],

@@ -90,7 +90,13 @@ class MergeService:
         status, job_reason = _outcome(done, failed)
         stats = _statistics(manifest, done, failed, runs=view.job.runs if view else 1)
         if status is not JobStatus.FAILED:
-            transcript = assemble(done, failed, language=manifest.execution.language)
+            transcript = assemble(
+                done,
+                failed,
+                language=manifest.execution.language,
+                speech=manifest.speech,
+                sent=manifest.sent,
+            )
             stats.merge_seconds = round(time.monotonic() - started, 3)
             write_transcript(self._store, task.job_id, transcript, stats)
             if status is JobStatus.COMPLETED and view is not None:

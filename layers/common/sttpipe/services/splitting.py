@@ -114,6 +114,8 @@ class SplitterService:
         )
         progress: list[ChunkProgress] = []
         refs: list[ChunkRef] = []
+        speech: dict[int, list[tuple[int, int]]] = {}
+        sent: dict[int, list[tuple[int, int]]] = {}
         upload_sha256: str | None = None
         with self._store.download(job.upload_key) as audio_file:
             if self._cache is not None:
@@ -137,6 +139,8 @@ class SplitterService:
                     )
                 )
                 if chunk.has_speech:
+                    speech[chunk.index] = list(chunk.speech)
+                    sent[chunk.index] = list(chunk.sent)
                     chunk_key = keys.chunk_audio(job.job_id, chunk.index)
                     self._store.put_bytes(chunk_key, chunk.flac, "audio/flac")
                     refs.append(
@@ -163,6 +167,8 @@ class SplitterService:
             chunks_silent=len(progress) - len(refs),
             split_seconds=round(time.monotonic() - started, 3),
             upload_sha256=upload_sha256,
+            speech=speech,
+            sent=sent,
         )
         store_manifest(self._store, manifest)
         self._jobs.add_chunks(job.job_id, progress)

@@ -4,36 +4,55 @@ Chunks are taken in index order. Where the splitter had to cut through speech it
 next chunk by about a second, so the words of that second come back twice: the tail words of
 one chunk are aligned with the head words of the next and the repeat is dropped, only when the
 texts really match. Known hallucinations are removed sentence by sentence, and every text is cut
-into readable cues (a chunk with text but no segments counts as one segment over its span).
+into readable cues.
+
+Times: the speech API's segment times where it gave any; else the chunk's sentences are placed
+on the speech the splitter heard in it (sttpipe.transcript.timing); else, for chunks whose speech
+regions are unknown, the chunk's span is shared out by characters. Each segment says which.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sttpipe.domain.models import ChunkTranscript, Segment
+from sttpipe.domain.models import ChunkTranscript, Segment, Timing
 from sttpipe.domain.transcripts import FailedChunk, Transcript
 from sttpipe.transcript.text import (
     DEFAULT_HALLUCINATIONS,
+    MAX_CUE_MS,
     HallucinationFilter,
+    cue_texts,
     normalize,
     sentences,
-    split_cues,
 )
+from sttpipe.transcript.timing import Region, Timeline, place
 
 # Speech runs at up to ~5 words a second: no more words than that can sit in the overlap.
 _WORDS_PER_SECOND = 5
+# Sentences apart by a pause this long never share a cue: no cue lingers through a silence.
+_CUE_BREAKING_PAUSE_MS = 500
 
 
 @dataclass
 class _Span:
-    """A timed run of words (tokens keep their punctuation) while chunks are being stitched."""
+    """A run of words (tokens keep their punctuation) while chunks are being stitched, spoken
+    over the speech positions [first, last] of its timeline."""
 
-    start_ms: int
-    end_ms: int
+    timeline: Timeline
+    first: float
+    last: float
     tokens: list[str]
+    timing: Timing
+
+    @property
+    def start_ms(self) -> int:
+        return self.timeline.time(self.first, starting=True)
+
+    @property
+    def end_ms(self) -> int:
+        return self.timeline.time(self.last, starting=False)
 
     def trimmed(self, lo: int, hi: int) -> _Span | None:
         """Tokens [lo, hi) without punctuation-only tokens at either edge, time shrunk to fit."""
@@ -46,12 +65,34 @@ class _Span:
         full = len(" ".join(self.tokens))
         before = len(" ".join(self.tokens[:lo])) + (1 if lo else 0)
         upto = len(" ".join(self.tokens[:hi]))
-        span = self.end_ms - self.start_ms
+        length = self.last - self.first
         return _Span(
-            self.start_ms + span * before // full,
-            self.start_ms + span * upto // full,
+            self.timeline,
+            self.first + length * before / full,
+            self.first + length * upto / full,
             self.tokens[lo:hi],
+            self.timing,
         )
+
+    def cues(self, chunk_index: int) -> list[Segment]:
+        """The span cut into readable cues, each placed on the span's speech."""
+        speech = self.timeline.slice(self.first, self.last)
+        texts = cue_texts(" ".join(self.tokens), speech.total)
+        lengths = [len(t) + 1 for t in texts[:-1]] + [len(t) for t in texts[-1:]]
+        cues = []
+        for (first, last), text in zip(place(lengths, speech), texts, strict=True):
+            start = speech.time(first, starting=True)
+            end = min(speech.time(last, starting=False), start + MAX_CUE_MS)
+            cues.append(
+                Segment(
+                    start_ms=start,
+                    end_ms=end,
+                    text=text,
+                    chunk_index=chunk_index,
+                    timing=self.timing,
+                )
+            )
+        return cues
 
 
 @dataclass(frozen=True)
@@ -67,8 +108,15 @@ def assemble(
     *,
     language: str | None = None,
     hallucinations: Iterable[str] = DEFAULT_HALLUCINATIONS,
+    speech: Mapping[int, Sequence[Region]] | None = None,
+    sent: Mapping[int, Sequence[Region]] | None = None,
 ) -> Transcript:
-    """One transcript from the chunks' results (times already absolute) and the failed chunks."""
+    """One transcript from the chunks' results and the failed chunks.
+
+    By chunk index, `speech` holds the speech regions the splitter found in each chunk and
+    `sent` the stretches of the recording its audio holds (absolute times). A chunk's segments
+    (the API's own times) are at its start plus their time in the audio as sent; without `sent`
+    that audio is taken to be the whole chunk."""
     noise = HallucinationFilter(hallucinations)
     by_index: dict[int, ChunkTranscript] = {}
     for chunk in chunks:
@@ -78,7 +126,9 @@ def assemble(
     stitched: list[tuple[int, list[_Span]]] = []
     previous: ChunkTranscript | None = None
     for chunk in ordered:
-        spans = _spans(chunk, noise)
+        spans = _spans(
+            chunk, noise, (speech or {}).get(chunk.index, ()), (sent or {}).get(chunk.index, ())
+        )
         if previous is not None and chunk.start_ms < previous.end_ms:
             index, before = stitched[-1]
             before, spans = _drop_repeat(before, spans, previous.end_ms - chunk.start_ms)
@@ -86,12 +136,7 @@ def assemble(
         stitched.append((chunk.index, spans))
         previous = chunk
 
-    segments = [
-        Segment(start_ms=start, end_ms=end, text=text, chunk_index=index)
-        for index, spans in stitched
-        for span in spans
-        for start, end, text in split_cues(" ".join(span.tokens), span.start_ms, span.end_ms)
-    ]
+    segments = [cue for index, spans in stitched for span in spans for cue in span.cues(index)]
     markers = sorted(
         (f for f in {f.index: f for f in failed}.values() if f.index not in by_index),
         key=lambda f: f.index,
@@ -99,35 +144,47 @@ def assemble(
     return Transcript(language=language, segments=_monotonic(segments), failed=markers)
 
 
-def _spans(chunk: ChunkTranscript, noise: HallucinationFilter) -> list[_Span]:
+def _spans(
+    chunk: ChunkTranscript,
+    noise: HallucinationFilter,
+    regions: Sequence[Region],
+    sent: Sequence[Region],
+) -> list[_Span]:
     """The chunk's segments as spans, known hallucinations cut out.
 
-    A sentence gets the share of its segment's time that its characters have, so that a
-    dropped hallucination takes its time with it; the sentences around it stay apart.
+    A sentence gets its share of its segment's speech (sttpipe.transcript.timing.place), so
+    that a dropped hallucination takes its time with it; the sentences around it stay apart.
     """
-    timed = chunk.segments or [
-        Segment(
-            start_ms=chunk.start_ms, end_ms=chunk.end_ms, text=chunk.text, chunk_index=chunk.index
+    heard = [(s, e) for s, e in regions if e > chunk.start_ms and s < chunk.end_ms]
+    audio = Timeline.of(sent, chunk.start_ms, chunk.end_ms)  # the audio as sent, in the recording
+
+    def recorded(at_ms: int) -> int:
+        return audio.time(at_ms - chunk.start_ms, starting=True)
+
+    timed = [
+        (Timeline.of(heard, recorded(s.start_ms), recorded(s.end_ms)), s.text, Timing.API)
+        for s in chunk.segments
+    ] or [
+        (
+            Timeline.of(heard, chunk.start_ms, chunk.end_ms),
+            chunk.text,
+            Timing.SPEECH if heard else Timing.EVEN,
         )
     ]
     spans: list[_Span] = []
-    for segment in timed:
-        parts = sentences(segment.text)
-        total = len(" ".join(parts))
-        duration = max(segment.end_ms - segment.start_ms, 0)
-        offset = 0
+    for timeline, text, timing in timed:
+        parts = sentences(text)
+        lengths = [len(part) + 1 for part in parts[:-1]] + [len(part) for part in parts[-1:]]
         joinable = False  # whether the last span holds this segment's previous sentence
-        for part in parts:
-            start = segment.start_ms + duration * offset // total
-            offset += len(part) + 1
-            end = segment.start_ms + duration * min(offset, total) // total
+        for part, (first, last) in zip(parts, place(lengths, timeline), strict=True):
+            pause = timeline.time(first, starting=True) - timeline.time(first, starting=False)
             if not normalize(part) or noise.is_hallucination(part):
                 joinable = False
-            elif joinable:
+            elif joinable and pause < _CUE_BREAKING_PAUSE_MS:
                 spans[-1].tokens += part.split()
-                spans[-1].end_ms = end
+                spans[-1].last = last
             else:
-                spans.append(_Span(start, end, part.split()))
+                spans.append(_Span(timeline, first, last, part.split(), timing))
                 joinable = True
     return spans
 

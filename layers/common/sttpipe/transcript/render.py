@@ -82,6 +82,7 @@ def render_json(transcript: Transcript, stats: Mapping[str, Any] | None = None) 
                 "end": s.end_ms / 1000,
                 "text": s.text,
                 "chunk": s.chunk_index,
+                "timing": s.timing.value,
             }
             for s in transcript.segments
         ],

@@ -67,9 +67,7 @@ def split_cues(
         return []
     span = max(end_ms - start_ms, 0)
     total = len(text)
-    # The characters one cue can hold without outlasting max_ms at this text's pace.
-    limit = max(1, min(max_chars, max_ms * total // span)) if span else max_chars
-    pieces = _pack(_units(text, limit), limit)
+    pieces = cue_texts(text, span, max_chars=max_chars, max_ms=max_ms)
     cues: list[tuple[int, int, str]] = []
     offset = 0
     for i, piece in enumerate(pieces):
@@ -79,6 +77,18 @@ def split_cues(
         cues.append((cue_start, cue_end, piece))
         offset = next_offset
     return cues
+
+
+def cue_texts(
+    text: str, speech_ms: int, *, max_chars: int = MAX_CUE_CHARS, max_ms: int = MAX_CUE_MS
+) -> list[str]:
+    """The texts of the cues a text spoken for `speech_ms` is cut into (see split_cues)."""
+    text = " ".join(text.split())
+    if not text:
+        return []
+    # The characters one cue can hold without outlasting max_ms at this text's pace.
+    limit = max(1, min(max_chars, max_ms * len(text) // speech_ms)) if speech_ms else max_chars
+    return _pack(_units(text, limit), limit)
 
 
 def _units(text: str, limit: int) -> list[str]:
