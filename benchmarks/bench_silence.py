@@ -77,7 +77,7 @@ def main() -> None:
     options = SplitOptions(
         max_chunk_s=settings.max_chunk_s,
         min_chunk_s=settings.min_chunk_s,
-        concurrency=settings.worker_concurrency,
+        concurrency=settings.speech_limit,
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "meeting.wav"

@@ -11,12 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from sttpipe_testing.audio import tone
 from sttpipe_testing.fakes import FakeTranscriber
 
+from sttpipe.audio import encode_flac
 from sttpipe.cache.redis import redis_client
+from sttpipe.domain.models import SpeechCapacity
 from sttpipe.speech.base import PermanentSpeechError, SpeechBackPressure, TransientSpeechError
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
+from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog, LatencyRecordingTranscriber
 from tests.unit.test_speech_limits import dead_redis
 
 URL = "redis://127.0.0.1:6379/0"
@@ -278,3 +282,27 @@ def test_without_redis_a_container_breaks_alone_and_warns(
     other_cut_off.before_call()  # which is not shared either
     warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(warnings) == 2  # once per cut-off container, then not during the cool-down
+
+
+def test_the_fleet_learns_the_apis_latency_and_sizes_by_its_current_limit(namespace: str) -> None:
+    """Workers' calls recorded in Redis (as LatencyRecordingTranscriber does) give the model
+    every splitter sizes by; a 429 somewhere lowers the limit it plans waves for."""
+    policy = LimitPolicy(max_limit=4, hold_s=0)
+    prior = SpeechCapacity(fixed_s=0.5, per_audio_s=0.01, tail=1.0, limit=4)
+    _, limiter = _container(namespace, policy)
+    log = LatencyLog(redis_client(URL, 2.0), namespace)
+    gauge = FleetSpeechCapacity(log, limiter, prior)
+    try:
+        assert gauge.estimate() == prior  # nothing measured yet
+        speech = FakeTranscriber(default="words")
+        worker = LatencyRecordingTranscriber(speech, LatencyLog(redis_client(URL, 2.0), namespace))
+        for seconds in (2.0, 6.0, 12.0) * 4:
+            worker.transcribe(encode_flac(tone(seconds)), "c.flac", language="en")
+        limiter.feedback(throttled=True)  # a 429: 4 -> 2
+
+        measured = gauge.estimate()
+
+        assert len(log.samples()) == 12
+        assert measured.limit == 2 and measured.fixed_s < 0.5 and measured.tail >= 1.0
+    finally:
+        redis_client(URL, 2.0).delete(f"{namespace}:speech:latency")

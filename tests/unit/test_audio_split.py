@@ -132,7 +132,7 @@ def test_cuts_between_sentences_and_each_chunk_is_exactly_its_audio(
     chunks = split_pcm(tmp_path, sample_pcm, SMALL)
 
     assert_well_formed(chunks, SMALL, sample_pcm)
-    for chunk, following in zip(chunks, chunks[1:], strict=False):
+    for chunk, following in itertools.pairwise(chunks):
         assert chunk.end_ms == following.start_ms  # pause cuts: no overlap, nothing lost
     assert chunks[-1].end_ms == math.ceil(len(sample_pcm) / 32)
     for chunk in chunks:

@@ -11,7 +11,15 @@ from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, In
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkState, ExecutionInput, Job, JobStatus, Manifest, Priority
+from sttpipe.domain.models import (
+    ChunkState,
+    ExecutionInput,
+    Job,
+    JobStatus,
+    Manifest,
+    Priority,
+    SpeechCapacity,
+)
 from sttpipe.services.splitting import SplitterService
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
@@ -130,3 +138,30 @@ def test_an_object_put_straight_into_uploads_becomes_one_job() -> None:
     assert view is not None and view.job.language == "ru"
     assert view.job.filename == "direct.flac"
     assert all(c.state in (ChunkState.PENDING, ChunkState.SILENT) for c in view.chunks)
+
+
+class FixedCapacity:
+    """A SpeechCapacityGauge that reports what it was given (the fleet's is tested on Redis)."""
+
+    def __init__(self, limit: float) -> None:
+        self.capacity = SpeechCapacity(fixed_s=0.5, per_audio_s=0.01, tail=1.0, limit=limit)
+
+    def estimate(self) -> SpeechCapacity:
+        return self.capacity
+
+
+@pytest.mark.parametrize(("limit", "chunks"), [(1, 1), (2, 2), (4, 4)])
+def test_chunks_are_sized_for_the_speech_apis_capacity(
+    limit: float, chunks: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World()
+    service = SplitterService(
+        world.store, world.jobs, world.workflow, world.settings, capacity=FixedCapacity(limit)
+    )
+    caplog.set_level("INFO")
+
+    outcome = service.handle_upload(world.upload(SAMPLE.read_bytes()))
+
+    # One minute of speech: a wave of `limit` calls, each chunk cut at a pause near its target.
+    assert outcome.chunks == chunks
+    assert any(f"{chunks} chunk(s) of about" in r.getMessage() for r in caplog.records)

@@ -24,6 +24,7 @@ from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
 from sttpipe.cache.factory import build_transcript_cache, redis_for
 from sttpipe.cache.transcripts import CacheAdministration, TieredTranscriptCache
 from sttpipe.config import Settings, get_settings
+from sttpipe.domain.models import SpeechCapacity
 from sttpipe.ports import (
     EventPublisher,
     JobRepository,
@@ -32,6 +33,7 @@ from sttpipe.ports import (
     Notifier,
     ObjectStore,
     QueueStats,
+    SpeechCapacityGauge,
     Workflow,
 )
 from sttpipe.services.deliveries import ChunkDeliveryService
@@ -51,6 +53,7 @@ from sttpipe.speech.fleet_limit import (
     LocalSlots,
     RedisSlots,
 )
+from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog, LatencyRecordingTranscriber
 from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 from sttpipe.speech.resplit import ResplittingTranscriber
 
@@ -180,6 +183,22 @@ class Container:
             redis_cooldown_s=settings.cache_cooldown_s,
         )
 
+    @cached_property
+    def latency_log(self) -> LatencyLog | None:
+        """The speech API's recent latencies, shared by the fleet in Redis."""
+        return LatencyLog(self.redis, self.settings.cache_namespace) if self.redis else None
+
+    @cached_property
+    def speech_capacity(self) -> SpeechCapacityGauge:
+        settings = self.settings
+        configured = SpeechCapacity(
+            fixed_s=settings.speech_latency_fixed_s,
+            per_audio_s=settings.speech_latency_per_audio_s,
+            tail=1.0,
+            limit=settings.speech_limit,
+        )
+        return FleetSpeechCapacity(self.latency_log, self.speech_limiter, configured)
+
     # ---- what the services see --------------------------------------------------------------
 
     @cached_property
@@ -196,11 +215,14 @@ class Container:
     @cached_property
     def transcriber(self) -> Transcriber:
         # Outermost first: a 413 re-splits the chunk; an open circuit calls nothing; each call
-        # holds a fleet slot; each real call to the API is measured.
+        # holds a fleet slot; each real call to the API is measured, and its latency learnt.
+        api = self.speech_api
+        if self.latency_log is not None:
+            api = LatencyRecordingTranscriber(api, self.latency_log)
         return ResplittingTranscriber(
             BreakingTranscriber(
                 LimitedTranscriber(
-                    MeteredTranscriber(self.speech_api, self.metrics),
+                    MeteredTranscriber(api, self.metrics),
                     self.speech_limiter,
                     max_wait_s=self.settings.speech_slot_wait_s,
                 ),
@@ -224,6 +246,7 @@ class Container:
             self.settings,
             self.transcript_cache,
             record=self.metrics,
+            capacity=self.speech_capacity,
         )
 
     @cached_property

@@ -50,12 +50,17 @@ class Settings(BaseSettings):
     upload_url_expiry_s: int = 900
     download_url_expiry_s: int = 3600
 
-    # Splitting.
-    max_chunk_s: float = Field(default=30.0, gt=1.0)
+    # Splitting. A job is cut into the chunks that the speech API finishes soonest
+    # (sttpipe.services.sizing), none longer than max_chunk_s nor shorter than min_chunk_s; the
+    # longest a chunk may be is 600 s (its FLAC stays under the API's 25 MB).
+    max_chunk_s: float = Field(default=300.0, gt=1.0, le=600.0)
     min_chunk_s: float = Field(default=5.0, gt=0.0)
-    # Chunks of one job the speech API can take at once (it throttles above 2-3 parallel
-    # calls); a short file is cut into about this many chunks so that none waits for another.
-    worker_concurrency: int = Field(default=4, ge=1)
+    # The speech API's latency until the fleet has measured it (sttpipe.speech.latency): a call
+    # takes speech_latency_fixed_s plus speech_latency_per_audio_s per second of audio.
+    speech_latency_fixed_s: float = Field(default=0.5, ge=0)
+    speech_latency_per_audio_s: float = Field(default=0.01, ge=0)
+    # The pipeline's own time around each chunk (queues, storage, task answers), per wave.
+    chunk_overhead_s: float = Field(default=0.25, ge=0)
 
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.

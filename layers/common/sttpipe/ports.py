@@ -13,7 +13,15 @@ from typing import IO, Any, Protocol
 from aws_lambda_powertools.metrics import MetricUnit
 
 from sttpipe.domain.events import DomainEvent
-from sttpipe.domain.models import ChunkProgress, ChunkRef, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkRef,
+    ChunkState,
+    Job,
+    JobStatus,
+    JobView,
+    SpeechCapacity,
+)
 from sttpipe.domain.transcripts import CachedChunk, CachedUpload, CacheLevel, Hit
 from sttpipe.observability import Dimension, Metric
 
@@ -186,6 +194,13 @@ class CacheAdmin(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]: ...
+
+
+class SpeechCapacityGauge(Protocol):
+    """How fast the speech API answers and how many calls the fleet may make: what the
+    splitter sizes a job's chunks by."""
+
+    def estimate(self) -> SpeechCapacity: ...
 
 
 class Notifier(Protocol):

@@ -19,6 +19,18 @@ BYTES_PER_SECOND = SAMPLE_RATE * SAMPLE_WIDTH
 API_MAX_BYTES = 25_000_000
 
 
+def flac_seconds(data: bytes) -> float | None:
+    """The duration a FLAC file's STREAMINFO block states, None when `data` is no FLAC."""
+    # "fLaC", a 4-byte block header, then STREAMINFO, whose bytes 10-17 (file bytes 18-25) hold
+    # the sample rate (20 bits), channels and bits per sample (8), total samples (36).
+    if len(data) < 26 or data[:4] != b"fLaC" or data[4] & 0x7F != 0:
+        return None
+    info = int.from_bytes(data[18:26], "big")
+    rate = info >> 44
+    samples = info & ((1 << 36) - 1)
+    return samples / rate if rate and samples else None
+
+
 def canonical_pcm_sha256(pcm: bytes) -> str:
     """Hex SHA-256 of canonical PCM: the chunk's cache and storage key."""
     _check_pcm(pcm)

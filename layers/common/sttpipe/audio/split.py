@@ -94,6 +94,8 @@ class SplitOptions:
     max_duration_s, max_bytes: input limits (None: no limit), checked before decoding starts,
         and the duration again while decoding, since a header can lie.
     require_speech: raise NoSpeechError after the last chunk when none had speech.
+    target_chunk_s: the chunk length to aim at, within [min_chunk_s, max_chunk_s] (the caller
+        sized the job: sttpipe.services.sizing); None: as target_chunk_seconds says.
     """
 
     max_chunk_s: float = 30.0
@@ -105,6 +107,7 @@ class SplitOptions:
     max_duration_s: float | None = None
     max_bytes: int | None = None
     require_speech: bool = True
+    target_chunk_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.min_chunk_s <= self.max_chunk_s <= MAX_CHUNK_S_LIMIT:
@@ -172,9 +175,10 @@ def split_file(
     options = options or SplitOptions()
     info = info or probe(path)
     check_limits(info, options.max_duration_s, options.max_bytes)
-    target_s = target_chunk_seconds(
+    target_s = options.target_chunk_s or target_chunk_seconds(
         info.duration_s, options.concurrency, options.min_chunk_s, options.max_chunk_s
     )
+    target_s = min(options.max_chunk_s, max(options.min_chunk_s, target_s))
     logger.info(
         "chunk target %.1f s for %s of audio: about %d chunks for %d workers",
         target_s,

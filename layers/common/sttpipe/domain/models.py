@@ -6,6 +6,7 @@ objects in S3) is one of these pydantic models, so every hop validates what it r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -80,6 +81,18 @@ class JobStats(BaseModel):
     def as_record(self) -> dict[str, Any]:
         """The JSON object stored with the job (fields that do not apply are left out)."""
         return self.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class SpeechCapacity:
+    """What the speech API can do for a job now: a call takes about fixed_s + per_audio_s per
+    second of audio, the slowest of a wave of calls `tail` times that, and `limit` calls may be
+    in flight at once across the fleet."""
+
+    fixed_s: float
+    per_audio_s: float
+    tail: float
+    limit: float
 
 
 class ChunkProgress(BaseModel):

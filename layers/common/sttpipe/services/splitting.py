@@ -28,9 +28,17 @@ from sttpipe.domain.models import (
 )
 from sttpipe.domain.transcripts import CachedUpload, CacheLevel, Hit
 from sttpipe.observability import Metric
-from sttpipe.ports import JobRepository, MetricRecorder, ObjectStore, TranscriptCache, Workflow
+from sttpipe.ports import (
+    JobRepository,
+    MetricRecorder,
+    ObjectStore,
+    SpeechCapacityGauge,
+    TranscriptCache,
+    Workflow,
+)
 from sttpipe.services.manifests import store_manifest
 from sttpipe.services.merging import write_transcript
+from sttpipe.services.sizing import plan_chunks
 
 logger = Logger(child=True)
 
@@ -52,6 +60,7 @@ class SplitterService:
         settings: Settings,
         cache: TranscriptCache | None = None,
         record: MetricRecorder | None = None,
+        capacity: SpeechCapacityGauge | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -59,6 +68,7 @@ class SplitterService:
         self._settings = settings
         self._cache = cache
         self._record = record
+        self._capacity = capacity
 
     def handle_upload(self, raw_key: str, etag: str = "") -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
@@ -105,13 +115,6 @@ class SplitterService:
 
     def _split(self, job: Job) -> SplitOutcome:
         started = time.monotonic()
-        options = SplitOptions(
-            max_chunk_s=self._settings.max_chunk_s,
-            min_chunk_s=self._settings.min_chunk_s,
-            concurrency=self._settings.worker_concurrency,
-            max_duration_s=self._settings.max_duration_s,
-            max_bytes=self._settings.max_upload_bytes,
-        )
         progress: list[ChunkProgress] = []
         refs: list[ChunkRef] = []
         speech: dict[int, list[tuple[int, int]]] = {}
@@ -126,6 +129,7 @@ class SplitterService:
                 if cached is not None:
                     return self._answer_from_cache(job, cached, started)
             info = probe(audio_file.name)
+            options = self._options(info.duration_s)
             logger.info(
                 "splitting",
                 extra={"job_id": job.job_id, "duration_s": info.duration_s, "codec": info.codec},
@@ -182,6 +186,32 @@ class SplitterService:
             extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
         )
         return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(refs))
+
+    def _options(self, duration_s: float) -> SplitOptions:
+        """How to cut this recording: its chunks sized for the speech API's capacity now."""
+        settings = self._settings
+        target_s = None
+        if self._capacity is not None:
+            plan = plan_chunks(
+                duration_s,
+                self._capacity.estimate(),
+                min_chunk_s=settings.min_chunk_s,
+                max_chunk_s=settings.max_chunk_s,
+                overhead_s=settings.chunk_overhead_s,
+            )
+            logger.info(
+                f"chunks sized: {plan.reason}",
+                extra={"chunks": plan.chunks, "target_chunk_s": round(plan.target_s, 1)},
+            )
+            target_s = plan.target_s
+        return SplitOptions(
+            max_chunk_s=settings.max_chunk_s,
+            min_chunk_s=min(settings.min_chunk_s, settings.max_chunk_s),
+            concurrency=settings.speech_limit,
+            max_duration_s=settings.max_duration_s,
+            max_bytes=settings.max_upload_bytes,
+            target_chunk_s=target_s,
+        )
 
     def _answer_from_cache(
         self, job: Job, cached: Hit[CachedUpload], started: float

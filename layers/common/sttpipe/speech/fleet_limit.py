@@ -105,6 +105,10 @@ class Slots(Protocol):
         """Adjust the limit after an answer (429 or success); returns the new limit."""
         ...
 
+    def limit(self) -> float:
+        """The limit now (after 429 cuts), at most the configured one."""
+        ...
+
 
 class RedisSlots:
     """The fleet-wide slots in Redis (see the module docstring). Raises redis.RedisError."""
@@ -139,6 +143,10 @@ class RedisSlots:
         args = ["throttled" if throttled else "ok", p.max_limit, p.min_limit, p.decrease]
         hold_ms = round(p.hold_s * 1000)
         return float(self._feedback(keys=[self._state_key], args=[*args, hold_ms]))
+
+    def limit(self) -> float:
+        stored = self._redis.hget(self._state_key, "limit")
+        return min(float(self._policy.max_limit), float(stored or self._policy.max_limit))
 
     def in_flight(self) -> int:
         """Leases held now (expired ones included until the next acquire sweeps them)."""
@@ -181,6 +189,9 @@ class LocalSlots:
                 self._limit = max(p.min_limit, self._limit * p.decrease)
                 self._cut_at = now
             return self._limit
+
+    def limit(self) -> float:
+        return self._limit
 
 
 class FleetLimiter:
@@ -250,6 +261,14 @@ class FleetLimiter:
         except redis.RedisError as exc:
             self._slots.failed(exc)
             self._slots.local.feedback(throttled)
+
+    def current_limit(self) -> float:
+        """Speech calls the fleet may have in flight now (the adaptive limit)."""
+        try:
+            return self._slots.current().limit()
+        except redis.RedisError as exc:
+            self._slots.failed(exc)
+            return self._slots.local.limit()
 
     def response_hook(self, response: httpx.Response) -> None:
         """An httpx response hook: every 429 (retried ones too) cuts the limit, a 200 raises it."""
