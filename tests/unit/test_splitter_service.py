@@ -165,3 +165,12 @@ def test_chunks_are_sized_for_the_speech_apis_capacity(
     # One minute of speech: a wave of `limit` calls, each chunk cut at a pause near its target.
     assert outcome.chunks == chunks
     assert any(f"{chunks} chunk(s) of about" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pinned_chunk_length_wins_over_the_sizing() -> None:
+    world = World(chunk_target_s=32)
+    service = SplitterService(
+        world.store, world.jobs, world.workflow, world.settings, capacity=FixedCapacity(8)
+    )
+
+    assert service.handle_upload(world.upload(SAMPLE.read_bytes())).chunks == 2

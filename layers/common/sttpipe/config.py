@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     speech_latency_per_audio_s: float = Field(default=0.01, ge=0)
     # The pipeline's own time around each chunk (queues, storage, task answers), per wave.
     chunk_overhead_s: float = Field(default=0.25, ge=0)
+    # Aim every chunk at this length instead (within the bounds): reproducible chunking for
+    # benchmarks and tests. None sizes each job for speed.
+    chunk_target_s: float | None = Field(default=None, gt=0)
 
     # How many receives a chunk message gets before the worker gives up on it; keep equal to
     # the priority queues' redrive maxReceiveCount in template.yaml.

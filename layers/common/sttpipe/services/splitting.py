@@ -190,8 +190,8 @@ class SplitterService:
     def _options(self, duration_s: float) -> SplitOptions:
         """How to cut this recording: its chunks sized for the speech API's capacity now."""
         settings = self._settings
-        target_s = None
-        if self._capacity is not None:
+        target_s = settings.chunk_target_s
+        if target_s is None and self._capacity is not None:
             plan = plan_chunks(
                 duration_s,
                 self._capacity.estimate(),
