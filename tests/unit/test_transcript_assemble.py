@@ -12,6 +12,7 @@ from sttpipe.domain.models import ChunkTranscript, Segment
 from sttpipe.domain.transcripts import FailedChunk, Transcript
 from sttpipe.transcript import assemble, split_cues
 from sttpipe.transcript.text import HallucinationFilter, normalize
+from sttpipe.transcript.timing import Timeline
 
 
 def chunk(
@@ -38,7 +39,7 @@ def test_split_cues_keeps_every_word_in_order_within_limits() -> None:
         "зачем он режет запись на куски и почему паузы важнее, чем ровные интервалы. "
         "Это короткое предложение. И ещё одно!"
     )
-    cues = split_cues(text, 10_000, 40_000)
+    cues = split_cues(text, Timeline.of((), 10_000, 40_000))
     assert " ".join(c[2] for c in cues) == text
     assert all(len(c[2]) <= 84 for c in cues)
     assert all(end - start <= 7000 for start, end, _ in cues)
@@ -48,29 +49,31 @@ def test_split_cues_keeps_every_word_in_order_within_limits() -> None:
 
 def test_split_cues_prefers_sentence_then_clause_boundaries() -> None:
     text = "First short sentence. " + "Second one runs on, with a clause or two, " * 2 + "end."
-    cues = split_cues(text, 0, 9_000)
+    cues = split_cues(text, Timeline.of((), 0, 9_000))
     assert [c[2] for c in cues] == [
         "First short sentence.",
         "Second one runs on, with a clause or two, Second one runs on, with a clause or two,",
         "end.",
     ]
-    assert split_cues("Да. Нет. Может быть.", 0, 3000) == [(0, 3000, "Да. Нет. Может быть.")]
+    assert split_cues("Да. Нет. Может быть.", Timeline.of((), 0, 3000)) == [
+        (0, 3000, "Да. Нет. Может быть.")
+    ]
 
 
 def test_split_cues_times_follow_character_share() -> None:
     # Two sentences of equal length over 4 s (well inside both limits, so kept whole).
-    cues = split_cues("Aaaa bbbb. Cccc dddd.", 1000, 5000, max_chars=10)
+    cues = split_cues("Aaaa bbbb. Cccc dddd.", Timeline.of((), 1000, 5000), max_chars=10)
     assert [c[2] for c in cues] == ["Aaaa bbbb.", "Cccc dddd."]
     assert cues[0][0] == 1000 and cues[1][1] == 5000
     assert abs(cues[0][1] - 3000) <= 200
 
 
 def test_split_cues_caps_a_slow_single_word_at_max_duration() -> None:
-    assert split_cues("Да.", 0, 30_000) == [(0, 7000, "Да.")]
+    assert split_cues("Да.", Timeline.of((), 0, 30_000)) == [(0, 7000, "Да.")]
 
 
 def test_split_cues_of_empty_text() -> None:
-    assert split_cues("   ", 0, 1000) == []
+    assert split_cues("   ", Timeline.of((), 0, 1000)) == []
 
 
 # ---- hallucinations -------------------------------------------------------------------------

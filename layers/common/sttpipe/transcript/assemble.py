@@ -21,11 +21,10 @@ from sttpipe.domain.models import ChunkTranscript, Segment, Timing
 from sttpipe.domain.transcripts import FailedChunk, Transcript
 from sttpipe.transcript.text import (
     DEFAULT_HALLUCINATIONS,
-    MAX_CUE_MS,
     HallucinationFilter,
-    cue_texts,
     normalize,
     sentences,
+    split_cues,
 )
 from sttpipe.transcript.timing import Region, Timeline, place
 
@@ -74,25 +73,13 @@ class _Span:
             self.timing,
         )
 
-    def cues(self, chunk_index: int) -> list[Segment]:
+    def cues(self, index: int) -> list[Segment]:
         """The span cut into readable cues, each placed on the span's speech."""
         speech = self.timeline.slice(self.first, self.last)
-        texts = cue_texts(" ".join(self.tokens), speech.total)
-        lengths = [len(t) + 1 for t in texts[:-1]] + [len(t) for t in texts[-1:]]
-        cues = []
-        for (first, last), text in zip(place(lengths, speech), texts, strict=True):
-            start = speech.time(first, starting=True)
-            end = min(speech.time(last, starting=False), start + MAX_CUE_MS)
-            cues.append(
-                Segment(
-                    start_ms=start,
-                    end_ms=end,
-                    text=text,
-                    chunk_index=chunk_index,
-                    timing=self.timing,
-                )
-            )
-        return cues
+        return [
+            Segment(start_ms=start, end_ms=end, text=text, chunk_index=index, timing=self.timing)
+            for start, end, text in split_cues(" ".join(self.tokens), speech)
+        ]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from sttpipe.transcript.timing import Timeline, place
+
 # Lines Whisper is known to invent on silence or noise (from subtitled training data). Each is a
 # regular expression matched against a whole sentence after `normalize()` (lower case, ё
 # folded, punctuation as spaces). A sentence that really says one of these is lost too, so the
@@ -50,32 +52,24 @@ class HallucinationFilter:
 
 def split_cues(
     text: str,
-    start_ms: int,
-    end_ms: int,
+    speech: Timeline,
     *,
     max_chars: int = MAX_CUE_CHARS,
     max_ms: int = MAX_CUE_MS,
 ) -> list[tuple[int, int, str]]:
-    """Cut a text spoken over [start_ms, end_ms] into cues of at most `max_chars` and `max_ms`.
+    """Cut a text spoken over `speech` into cues (start_ms, end_ms, text) of at most
+    `max_chars` and `max_ms`.
 
-    Cuts prefer sentence ends, then clause marks, then spaces. With no word timing known, each
-    cue gets a share of the span proportional to its characters; a single word too slow for
-    `max_ms` keeps its start and is cut short.
+    Cuts prefer sentence ends, then clause marks, then spaces. Each cue gets its share of the
+    speech by characters, its edges moved to the pauses near them (sttpipe.transcript.timing);
+    a single word too slow for `max_ms` keeps its start and is cut short.
     """
-    text = " ".join(text.split())
-    if not text:
-        return []
-    span = max(end_ms - start_ms, 0)
-    total = len(text)
-    pieces = cue_texts(text, span, max_chars=max_chars, max_ms=max_ms)
-    cues: list[tuple[int, int, str]] = []
-    offset = 0
-    for i, piece in enumerate(pieces):
-        next_offset = offset + len(piece) + 1 if i < len(pieces) - 1 else total
-        cue_start = start_ms + span * offset // total
-        cue_end = min(start_ms + span * next_offset // total, cue_start + max_ms)
-        cues.append((cue_start, cue_end, piece))
-        offset = next_offset
+    texts = cue_texts(text, speech.total, max_chars=max_chars, max_ms=max_ms)
+    lengths = [len(t) + 1 for t in texts[:-1]] + [len(t) for t in texts[-1:]]
+    cues = []
+    for (first, last), cue in zip(place(lengths, speech), texts, strict=True):
+        start = speech.time(first, starting=True)
+        cues.append((start, min(speech.time(last, starting=False), start + max_ms), cue))
     return cues
 
 
