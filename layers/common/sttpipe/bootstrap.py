@@ -74,7 +74,7 @@ class Container:
         speech_api: Transcriber | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        """`job_store` is the repository underneath the one that announces each transcition;
+        """`job_store` is the repository underneath the one that announces each transition;
         `bus` receives the lifecycle events besides their metrics; `speech_api` is the client
         the speech decorators wrap."""
         self.settings = settings

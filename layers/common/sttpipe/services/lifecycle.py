@@ -9,6 +9,7 @@ FileCompleted, FilePartial or FileFailed.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sttpipe.domain.events import (
@@ -50,23 +51,21 @@ class PublishingJobRepository:
     def finish(
         self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
     ) -> None:
-        before = self._view(job_id).job
+        before = self._view(job_id).job  # the status it ends from
         self._inner.finish(job_id, status, stats=stats, reason=reason)
         event = FILE_FINISHED.get(status)
         if event is not None:
-            recorded = self._view(job_id).job
+            since_created = (datetime.now(UTC) - before.created_at).total_seconds()
             self._events.publish(
                 event(
                     job_id=job_id,
-                    tenant_id=recorded.tenant_id,
+                    tenant_id=before.tenant_id,
                     reason=reason,
                     duration_s=stats.get("duration_s"),
                     chunks_total=stats.get("chunks"),
                     chunks_failed=stats.get("chunks_failed"),
                     ended_from=before.status,
-                    seconds_since_created=max(
-                        0.0, (recorded.updated_at - recorded.created_at).total_seconds()
-                    ),
+                    seconds_since_created=max(0.0, since_created),
                 )
             )
 
