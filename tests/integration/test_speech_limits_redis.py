@@ -20,7 +20,8 @@ from sttpipe.domain.models import SpeechCapacity
 from sttpipe.speech.base import PermanentSpeechError, SpeechBackPressure, TransientSpeechError
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
-from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog, LatencyRecordingTranscriber
+from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog
+from sttpipe.speech.metered import MeteredTranscriber
 from tests.unit.test_speech_limits import dead_redis
 
 URL = "redis://127.0.0.1:6379/0"
@@ -285,8 +286,8 @@ def test_without_redis_a_container_breaks_alone_and_warns(
 
 
 def test_the_fleet_learns_the_apis_latency_and_sizes_by_its_current_limit(namespace: str) -> None:
-    """Workers' calls recorded in Redis (as LatencyRecordingTranscriber does) give the model
-    every splitter sizes by; a 429 somewhere lowers the limit it plans waves for."""
+    """Workers' calls recorded in Redis (by MeteredTranscriber) give the model every splitter
+    sizes by; a 429 somewhere lowers the limit it plans waves for."""
     policy = LimitPolicy(max_limit=4, hold_s=0)
     prior = SpeechCapacity(fixed_s=0.5, per_audio_s=0.01, tail=1.0, limit=4)
     _, limiter = _container(namespace, policy)
@@ -295,7 +296,9 @@ def test_the_fleet_learns_the_apis_latency_and_sizes_by_its_current_limit(namesp
     try:
         assert gauge.estimate() == prior  # nothing measured yet
         speech = FakeTranscriber(default="words")
-        worker = LatencyRecordingTranscriber(speech, LatencyLog(redis_client(URL, 2.0), namespace))
+        worker = MeteredTranscriber(
+            speech, lambda *_: None, LatencyLog(redis_client(URL, 2.0), namespace)
+        )
         for seconds in (2.0, 6.0, 12.0) * 4:
             worker.transcribe(encode_flac(tone(seconds)), "c.flac", language="en")
         limiter.feedback(throttled=True)  # a 429: 4 -> 2

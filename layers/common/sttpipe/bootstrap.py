@@ -53,7 +53,7 @@ from sttpipe.speech.fleet_limit import (
     LocalSlots,
     RedisSlots,
 )
-from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog, LatencyRecordingTranscriber
+from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog
 from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 from sttpipe.speech.resplit import ResplittingTranscriber
 
@@ -216,13 +216,10 @@ class Container:
     def transcriber(self) -> Transcriber:
         # Outermost first: a 413 re-splits the chunk; an open circuit calls nothing; each call
         # holds a fleet slot; each real call to the API is measured, and its latency learnt.
-        api = self.speech_api
-        if self.latency_log is not None:
-            api = LatencyRecordingTranscriber(api, self.latency_log)
         return ResplittingTranscriber(
             BreakingTranscriber(
                 LimitedTranscriber(
-                    MeteredTranscriber(api, self.metrics),
+                    MeteredTranscriber(self.speech_api, self.metrics, self.latency_log),
                     self.speech_limiter,
                     max_wait_s=self.settings.speech_slot_wait_s,
                 ),

@@ -10,15 +10,11 @@ Recording and reading are best effort: a Redis error never fails a chunk or a sp
 from __future__ import annotations
 
 import statistics
-import time
 
 import redis
 from aws_lambda_powertools import Logger
 
-from sttpipe.audio.pcm import flac_seconds
 from sttpipe.domain.models import SpeechCapacity
-from sttpipe.domain.transcripts import Transcription
-from sttpipe.speech.base import Transcriber
 from sttpipe.speech.fleet_limit import FleetLimiter
 
 logger = Logger(child=True)
@@ -95,30 +91,3 @@ class FleetSpeechCapacity:
         return SpeechCapacity(
             fixed_s=fixed, per_audio_s=per_s, tail=tail, limit=self._limiter.current_limit()
         )
-
-
-class LatencyRecordingTranscriber:
-    """Records each call that succeeded on its first attempt (a retried one says nothing about
-    the API's speed) with its audio seconds, read from the FLAC it sent."""
-
-    def __init__(self, inner: Transcriber, log: LatencyLog) -> None:
-        self._inner = inner
-        self._log = log
-
-    def transcribe(
-        self,
-        audio: bytes,
-        filename: str,
-        *,
-        language: str | None,
-        prompt: str | None = None,
-        remaining_s: float | None = None,
-    ) -> Transcription:
-        started = time.perf_counter()
-        result = self._inner.transcribe(
-            audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
-        )
-        seconds = flac_seconds(audio)
-        if result.attempts == 1 and seconds is not None:
-            self._log.record(seconds, time.perf_counter() - started)
-        return result

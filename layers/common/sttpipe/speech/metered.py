@@ -9,10 +9,12 @@ from collections.abc import Callable
 import httpx
 from aws_lambda_powertools.metrics import MetricUnit
 
+from sttpipe.audio.pcm import flac_seconds
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.observability import Metric
 from sttpipe.ports import MetricRecorder
 from sttpipe.speech.base import SpeechError, Transcriber
+from sttpipe.speech.latency import LatencyLog
 
 
 def throttle_counter(record: MetricRecorder) -> Callable[[httpx.Response], None]:
@@ -26,11 +28,17 @@ def throttle_counter(record: MetricRecorder) -> Callable[[httpx.Response], None]
 
 
 class MeteredTranscriber:
-    """Wraps the speech API client: latency per chunk (retries included), calls and retries."""
+    """Wraps the speech API client: latency per chunk (retries included), calls and retries.
+    With a `latency_log`, each call that succeeded on its first attempt (a retried one says
+    nothing about the API's speed) is also recorded there with its audio seconds, read from the
+    FLAC it sent, for the fleet to size chunks by (sttpipe.speech.latency)."""
 
-    def __init__(self, inner: Transcriber, record: MetricRecorder) -> None:
+    def __init__(
+        self, inner: Transcriber, record: MetricRecorder, latency_log: LatencyLog | None = None
+    ) -> None:
         self._inner = inner
         self._record = record
+        self._latency_log = latency_log
 
     def transcribe(
         self,
@@ -48,6 +56,9 @@ class MeteredTranscriber:
                 audio, filename, language=language, prompt=prompt, remaining_s=remaining_s
             )
             attempts = result.attempts
+            seconds = flac_seconds(audio)
+            if self._latency_log is not None and attempts == 1 and seconds is not None:
+                self._latency_log.record(seconds, time.perf_counter() - started)
             return result
         except SpeechError as exc:
             attempts = exc.attempts
