@@ -92,3 +92,17 @@ def test_the_layer_ships_no_fakes() -> None:
     assert not {m for m in shipped if "fake" in m or "testing" in m or "memory" in m} - {
         "sttpipe.cache.memory"  # the L1 cache level, not a fake
     }
+
+
+def test_the_import_graph_stays_shallow() -> None:
+    """The longest chain of imports (bootstrap -> ... -> domain) was 12 modules before the
+    layers were cut apart and is 7 now; a longer one means a layer started leaning on another."""
+    graph = imports()
+    floors: dict[str, int] = {}
+
+    def floor(module: str) -> int:
+        if module not in floors:
+            floors[module] = 1 + max((floor(d) for d in graph.get(module, ())), default=0)
+        return floors[module]
+
+    assert max(floor(m) for m in graph) <= 7
