@@ -126,6 +126,23 @@ def test_longest_pause_near_the_target_wins_over_the_last_one(tmp_path: Path) ->
     assert 9200 <= alone[0].end_ms <= 9650  # inside the short pause
 
 
+def test_long_chunks_keep_to_the_planned_count_and_length(tmp_path: Path) -> None:
+    # 20 minutes of 3 s sentences and 0.5 s breaths, with a 1.5 s pause every 80 s; the plan
+    # asks for 100 s chunks. Preferring the long pauses anywhere within 25 % of the target
+    # cut at 80 s, 160 s, ... and made 15 chunks where the plan expected 12.
+    minute = b"".join(
+        tone(3) + (silence(1.5) if (n + 1) % 23 == 0 else silence(0.5)) for n in range(23)
+    )
+    pcm = (minute * 15)[: 1200 * BYTES_PER_SECOND]
+    options = SplitOptions(max_chunk_s=120, min_chunk_s=5, concurrency=1, target_chunk_s=100)
+
+    chunks = split_pcm(tmp_path, pcm, options)
+
+    assert len(chunks) == 12
+    assert all(abs(c.end_ms - (c.index + 1) * 100_000) <= 10_000 for c in chunks[:-1])
+    assert_well_formed(chunks, options, pcm)
+
+
 def test_cuts_between_sentences_and_each_chunk_is_exactly_its_audio(
     tmp_path: Path, sample_pcm: bytes
 ) -> None:

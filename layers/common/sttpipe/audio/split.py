@@ -11,9 +11,12 @@ Choosing the cut (all positions relative to the window's start):
    shorter than MIN_SPEECH_S, which webrtcvad reports in faint noise, so that noise alone is
    never sent to the API. Pauses are found before that smoothing, lest a short word between
    two gaps be cut through.)
-2. Among pauses that reach into the zone around the target length (target +- SEARCH_FRACTION
-   of it), take the LONGEST, not the last: a sentence break beats a breath or a stop consonant.
-3. Otherwise the pause whose cut lies nearest the target, anywhere from `min_chunk_s` to
+2. The window aims at the next multiple of the target length counted from the recording's
+   start, so that cuts early or late do not add up: a recording gets the number of chunks its
+   plan asked for, each near the planned length. Among pauses that reach into the zone around
+   that aim (+- SEARCH_FRACTION of the target, at most SEARCH_MAX_S), take the LONGEST, not the
+   last: a sentence break beats a breath or a stop consonant.
+3. Otherwise the pause whose cut lies nearest the aim, anywhere from `min_chunk_s` to
    `max_chunk_s`.
 4. Otherwise (no pause at all within `max_chunk_s`) a hard cut at `max_chunk_s`; the next chunk
    then starts `overlap_s` earlier, so a word cut in two is whole in one of them.
@@ -74,6 +77,7 @@ FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH
 MAX_CHUNK_S_LIMIT = 600.0
 
 SEARCH_FRACTION = 0.25
+SEARCH_MAX_S = 10.0  # speech has a sentence break every few seconds; longer chunks need no more
 PAUSE_KEEP_S = 0.2
 MIN_SPEECH_S = 0.15
 SENT_PAUSE_PAD_S = 0.3
@@ -302,9 +306,8 @@ class _Cutter:
         self._vad = webrtcvad.Vad(options.vad_aggressiveness)
         self._max = _frames(options.max_chunk_s, math.floor)  # never longer than asked
         self._min = _frames(options.min_chunk_s, math.ceil)  # never shorter than asked
-        self._target = _frames(target_s)
-        search = _frames(target_s * SEARCH_FRACTION)
-        self._zone = (self._target - search, self._target + search)
+        self._period = max(1, _frames(target_s))
+        self._search = _frames(min(target_s * SEARCH_FRACTION, SEARCH_MAX_S))
         self._overlap = _frames(options.overlap_s)
         self._min_pause = max(1, _frames(options.min_pause_s))
         self._keep = _frames(PAUSE_KEEP_S)
@@ -341,7 +344,7 @@ class _Cutter:
             last = bytes(self._pcm[-partial:]) + bytes(FRAME_BYTES - partial)
             self._flags.append(self._vad.is_speech(last, SAMPLE_RATE))
         # The rest is at most max_chunk_s; cut it further only when well over the target.
-        while len(self._flags) > self._zone[1]:
+        while len(self._flags) > self._aim() + self._search:
             cut = self._choose_cut(self._flags, final=True)
             if cut is None:
                 break
@@ -366,13 +369,21 @@ class _Cutter:
             low, high = max(low, self._min), min(high, upper)
             if low <= high:
                 candidates.append((start, end, min(max(best, low), high)))
-        zone_low, zone_high = self._zone
+        aim = self._aim()
+        zone_low, zone_high = aim - self._search, aim + self._search
         in_zone = [p for p in candidates if p[0] < zone_high and p[1] > zone_low]
         if in_zone:
-            return max(in_zone, key=lambda p: (p[1] - p[0], -abs(p[2] - self._target)))[2]
+            return max(in_zone, key=lambda p: (p[1] - p[0], -abs(p[2] - aim)))[2]
         if candidates:
-            return min(candidates, key=lambda p: (abs(p[2] - self._target), p[0] - p[1]))[2]
+            return min(candidates, key=lambda p: (abs(p[2] - aim), p[0] - p[1]))[2]
         return None
+
+    def _aim(self) -> int:
+        """Where in the window to cut: one target length past the multiple of it nearest the
+        window's start (the boundary the last cut served), within min_chunk_s..max_chunk_s."""
+        start = self._start // FRAME_SAMPLES
+        boundary = (round(start / self._period) + 1) * self._period
+        return min(max(boundary - start, self._min), self._max)
 
     def _speech_frames(self, end: int) -> int:
         """Speech frames in [0, end), not counting blips shorter than MIN_SPEECH_S."""
