@@ -192,7 +192,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalPipeline(
-        emulator=args.emulator, engine=args.engine, api_port=args.port, echo_logs=args.verbose
+        emulator=args.emulator,
+        engine=args.engine,
+        api_port=args.port,
+        echo_logs=args.verbose,
+        prewarm=True,  # it serves many jobs: none should pay a cold start
     ) as pipeline:
         STATE_FILE.parent.mkdir(exist_ok=True)
         STATE_FILE.write_text(json.dumps(pipeline.describe(), indent=2))

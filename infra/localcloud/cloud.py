@@ -65,6 +65,7 @@ class LocalCloud:
         and the workers' retry backoff, which is a visibility change too.
     poll: False leaves the SQS event sources alone: functions run only when `host.invoke` is
         called (how the tests feed events/ files to handlers, like `sam local invoke -e`).
+    prewarm: start every function's processes, in parallel, before the cloud reports itself up.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class LocalCloud:
         api_port: int = 0,
         visibility_timeout_cap_s: int | None = None,
         poll: bool = True,
+        prewarm: bool = False,
     ) -> None:
         self.template_path = template_path
         self._owns_emulator = isinstance(emulator, str)
@@ -101,6 +103,7 @@ class LocalCloud:
         self.api_port = api_port
         self.visibility_timeout_cap_s = visibility_timeout_cap_s
         self.poll = poll
+        self.prewarm = prewarm
         self._exit = ExitStack()
         self._stack: Stack | None = None
         self._host: FunctionHost | None = None
@@ -127,6 +130,7 @@ class LocalCloud:
                 concurrency=self.concurrency,
                 extra_env=self.function_env,
                 echo_logs=self.echo_logs,
+                prewarm=self.prewarm,
             )
             self._exit.callback(self._host.stop)
             if self.poll:

@@ -1,29 +1,37 @@
 """Running the template's functions locally, fed by their SQS event sources as Lambda would.
 
 For every function the host keeps a pool of long-lived processes (see `localcloud.runtime`), each
-standing in for one Lambda execution environment. A dispatcher thread per SQS-triggered function
-receives a batch whenever a process is free, polling the function's queues in order of
-descending MaximumConcurrency (so a high priority queue is drained before normal before low),
-invokes the handler with a real SQS event and then deletes the messages that succeeded, honouring
-ReportBatchItemFailures. On an error or a timeout (the process is killed and later replaced, like
-Lambda) nothing is deleted: the messages come back after the queue's visibility timeout and the
-emulator's redrive policy moves them to the dead-letter queue.
+standing in for one Lambda execution environment: started on first use (a cold start), or all
+at once, in parallel, when the host starts with `prewarm` (what `stt` does, so that a first job
+is not slowed by cold starts a deployed stack would long have left behind). A warm process is
+always preferred to a cold one.
+
+Like Lambda's event source mappings, every SQS event source has a poller of its own that
+long-polls its queue, so a message on any queue is seen at once, and keeps at most its
+MaximumConcurrency batches in flight. A received batch goes to a free process of the function;
+when none is free, the sources are served in order of descending MaximumConcurrency (so a high
+priority queue is drained before normal before low). The handler gets a real SQS event; the
+messages that succeeded are deleted, honouring ReportBatchItemFailures. On an error or a timeout
+(the process is killed and later replaced, like Lambda) nothing is deleted: the messages come
+back after the queue's visibility timeout and the emulator's redrive policy moves them to the
+dead-letter queue.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -105,6 +113,20 @@ class _Instance:
             return Invocation(request_id, "ok", result=json.loads(payload))
         return Invocation(request_id, "error", error=payload)
 
+    @property
+    def warm(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def warm_up(self) -> None:
+        """Start the process now (an init that fails is retried on first use)."""
+        with self.lock:
+            if not self.warm:
+                try:
+                    self._start()
+                except (OSError, EOFError, TimeoutError) as e:
+                    self.kill()
+                    self._log(f"INIT failed while pre-warming: {e!r}")
+
     def _start(self) -> None:
         self.kill()
         parent, child = _SPAWN.Pipe()
@@ -151,25 +173,41 @@ class _Instance:
 
 
 class _Pool:
-    """A function's execution environments; the most recently used is reused first (warm)."""
+    """A function's execution environments. A free one goes to the most urgent waiter (lowest
+    rank, then first come); a warm one, the most recently used first, before a cold one."""
 
     def __init__(self, instances: list[_Instance]) -> None:
         self.instances = instances
-        self._idle: queue.LifoQueue[_Instance] = queue.LifoQueue()
-        for instance in instances:
-            self._idle.put(instance)
+        self._idle = list(instances)  # the most recently released last
+        self._waiting: list[tuple[int, int]] = []  # (rank, ticket): a heap
+        self._tickets = itertools.count()
+        self._changed = threading.Condition()
 
-    def acquire(self, timeout_s: float | None) -> _Instance | None:
-        try:
-            instance = self._idle.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
+    def acquire(self, timeout_s: float | None, rank: int = 0) -> _Instance | None:
+        ticket = (rank, next(self._tickets))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._changed:
+            heapq.heappush(self._waiting, ticket)
+            try:
+                while not (self._idle and self._waiting[0] == ticket):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._changed.wait(left)
+                warm = [i for i, instance in enumerate(self._idle) if instance.warm]
+                instance = self._idle.pop(warm[-1] if warm else -1)
+            finally:
+                self._waiting.remove(ticket)
+                heapq.heapify(self._waiting)
+                self._changed.notify_all()
         instance.lock.acquire()
         return instance
 
     def release(self, instance: _Instance) -> None:
         instance.lock.release()
-        self._idle.put(instance)
+        with self._changed:
+            self._idle.append(instance)
+            self._changed.notify_all()
 
     @contextmanager
     def lease(self) -> Iterator[_Instance]:
@@ -187,8 +225,9 @@ class FunctionHost:
     concurrency: processes per function at most (an int for all, or logical id -> int; missing
         ids get 2). An SQS function gets min(this, sum of its sources' MaximumConcurrency).
     extra_env: added to every function's environment (wins over the template's).
-    poll_wait_s: long-poll wait when all of a function's queues are empty; it bounds how late a
-        message on a lower-priority queue is seen while idle, and how long stop() takes.
+    poll_wait_s: each source's long-poll wait; it bounds how long stop() takes.
+    prewarm: start every process when the host starts (in parallel; start() returns once all
+        are ready) instead of on first use.
     """
 
     def __init__(
@@ -202,10 +241,12 @@ class FunctionHost:
         poll_wait_s: int = 1,
         init_timeout_s: float = 60.0,
         shutdown_grace_s: float = 5.0,
+        prewarm: bool = False,
     ) -> None:
         self.stack = stack
         self.log_dir = log_dir
         self._poll_wait_s = poll_wait_s
+        self._prewarm = prewarm
         self._shutdown_grace_s = shutdown_grace_s
         self._stopping = threading.Event()
         self._stats: dict[str, FunctionStats] = {}
@@ -263,17 +304,29 @@ class FunctionHost:
     # -- lifecycle
 
     def start(self) -> None:
+        if self._prewarm:
+            instances = [i for pool in self.pools.values() for i in pool.instances]
+            with ThreadPoolExecutor(len(instances), thread_name_prefix="prewarm") as starter:
+                wait([starter.submit(i.warm_up) for i in instances])
         for lid, pool in self.pools.items():
             fn = self.stack.functions[lid]
-            if not fn.sqs_sources:
+            sources = sorted(
+                (s for s in fn.sqs_sources if s.event.enabled),
+                key=lambda s: -(s.event.maximum_concurrency or 0),
+            )
+            if not sources:
                 continue
             executor = ThreadPoolExecutor(len(pool.instances), thread_name_prefix=lid)
-            thread = threading.Thread(
-                target=self._dispatch, args=(fn, pool, executor), name=f"{lid}-poller", daemon=True
-            )
             self._executors.append(executor)
-            self._threads.append(thread)
-            thread.start()
+            for rank, source in enumerate(sources):
+                thread = threading.Thread(
+                    target=self._poll,
+                    args=(fn, source, rank, pool, executor),
+                    name=f"{lid}-{source.queue_url.rsplit('/', 1)[-1]}-poller",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -320,48 +373,58 @@ class FunctionHost:
 
     # -- SQS event sources
 
-    def _dispatch(self, fn: FunctionSpec, pool: _Pool, executor: ThreadPoolExecutor) -> None:
+    def _poll(
+        self,
+        fn: FunctionSpec,
+        source: BoundSqsSource,
+        rank: int,
+        pool: _Pool,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        """One event source: receive what its free concurrency allows, hand each batch to a
+        process (waiting for one in the order of `rank`), repeat."""
         sqs = self.stack.endpoint.client("sqs")
-        sources = sorted(
-            (s for s in fn.sqs_sources if s.event.enabled),
-            key=lambda s: -(s.event.maximum_concurrency or 0),
-        )
-        while sources and not self._stopping.is_set():
-            instance = pool.acquire(timeout_s=0.5)
-            if instance is None:
+        allowed = min(len(pool.instances), source.event.maximum_concurrency or len(pool.instances))
+        slots = threading.BoundedSemaphore(allowed)
+        batch = min(source.event.batch_size, _MAX_RECEIVE)
+        while not self._stopping.is_set():
+            if not slots.acquire(timeout=0.5):
                 continue
+            taken = 1
+            while taken * batch < _MAX_RECEIVE and slots.acquire(blocking=False):
+                taken += 1
             try:
-                received = self._receive(sqs, sources)
+                messages = self._receive(sqs, source, min(taken * batch, _MAX_RECEIVE))
             except Exception:
-                log.exception("%s: receiving failed", fn.logical_id)
-                received = None
+                log.exception("%s: receiving from %s failed", fn.logical_id, source.queue_url)
+                messages = []
                 self._stopping.wait(1)
-            if received is None:
-                pool.release(instance)
-                continue
-            future = executor.submit(self._run_batch, sqs, fn, pool, instance, *received)
-            future.add_done_callback(_log_failure)
+            batches = [messages[i : i + batch] for i in range(0, len(messages), batch)]
+            for _ in range(taken - len(batches)):
+                slots.release()
+            for messages in batches:
+                instance = None
+                while instance is None and not self._stopping.is_set():
+                    instance = pool.acquire(0.5, rank)
+                if instance is None:  # stopping: the messages come back after their timeout
+                    slots.release()
+                    continue
+                future = executor.submit(self._run_batch, sqs, fn, pool, instance, source, messages)
+                future.add_done_callback(_log_failure)
+                future.add_done_callback(lambda _: slots.release())
 
-    def _receive(
-        self, sqs: Any, sources: list[BoundSqsSource]
-    ) -> tuple[BoundSqsSource, list[dict[str, Any]]] | None:
-        # A quick look at every queue in priority order, so a busy higher queue always wins;
-        # then a long poll on the first one only, so an idle host neither spins nor leaves a
-        # lower queue unseen for more than one poll_wait_s.
-        for source, wait_s in [(s, 0) for s in sources] + [(sources[0], self._poll_wait_s)]:
-            if self._stopping.is_set():
-                return None
-            messages = sqs.receive_message(
-                QueueUrl=source.queue_url,
-                MaxNumberOfMessages=min(source.event.batch_size, _MAX_RECEIVE),
-                WaitTimeSeconds=wait_s,
-                # "All" includes ApproximateReceiveCount, which handlers use to give up.
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            ).get("Messages")
-            if messages:
-                return source, messages
-        return None
+    def _receive(self, sqs: Any, source: BoundSqsSource, count: int) -> list[dict[str, Any]]:
+        if self._stopping.is_set():
+            return []
+        messages: list[dict[str, Any]] = sqs.receive_message(
+            QueueUrl=source.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=self._poll_wait_s,
+            # "All" includes ApproximateReceiveCount, which handlers use to give up.
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        return messages
 
     def _run_batch(
         self,

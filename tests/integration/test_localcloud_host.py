@@ -7,6 +7,7 @@ which the real template does not offer.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from localcloud.emulators import MotoEmulator
-from localcloud.function_host import FunctionHost
+from localcloud.function_host import FunctionHost, _Pool
 from localcloud.provision import Stack, provision
 
 T = TypeVar("T")
@@ -59,6 +60,17 @@ Resources:
             Queue: !GetAtt Jobs.Arn
             BatchSize: 5
             FunctionResponseTypes: [ReportBatchItemFailures]
+        Urgent:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt UrgentJobs.Arn
+            BatchSize: 1
+            ScalingConfig:
+              MaximumConcurrency: 2
+  UrgentJobs:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 1
 """
 
 # Keeps a module-level counter (it must survive between invocations of one process), prints
@@ -120,13 +132,16 @@ def records(tmp_path: Path) -> Path:
     return path
 
 
-def host_for(stack: Stack, records: Path, tmp_path: Path, echo: bool = False) -> FunctionHost:
+def host_for(
+    stack: Stack, records: Path, tmp_path: Path, echo: bool = False, **options: Any
+) -> FunctionHost:
     return FunctionHost(
         stack,
         tmp_path / "logs",
         concurrency=1,
         extra_env={"RECORD_DIR": str(records)},
         echo_logs=echo,
+        **options,
     )
 
 
@@ -134,10 +149,10 @@ def read(records: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(records.glob("*.json"))]
 
 
-def send(stack: Stack, *bodies: str) -> None:
+def send(stack: Stack, *bodies: str, queue: str = "Jobs") -> None:
     sqs = stack.endpoint.client("sqs")
     for body in bodies:
-        sqs.send_message(QueueUrl=stack.ref("Jobs"), MessageBody=body)
+        sqs.send_message(QueueUrl=stack.ref(queue), MessageBody=body)
 
 
 def dead_letters(stack: Stack) -> list[str]:
@@ -213,3 +228,62 @@ def test_a_timeout_kills_the_process_and_a_new_one_takes_over(
     assert stats.timeouts == 2
     log = (tmp_path / "logs" / "Fn.log").read_text()
     assert log.count("Task timed out after 1.00 seconds") == 2
+
+
+def test_every_queue_is_long_polled_by_its_own_poller(
+    stack: Stack, records: Path, tmp_path: Path
+) -> None:
+    # One poller long-polling the first queue would leave the other's message for 20 s.
+    with host_for(stack, records, tmp_path, poll_wait_s=20, prewarm=True):
+        time.sleep(0.5)  # both pollers are in their long polls now
+        send(stack, "normal")
+        wait_for(lambda: read(records), timeout_s=10)
+        send(stack, "urgent", queue="UrgentJobs")
+        wait_for(lambda: len(read(records)) == 2, timeout_s=10)
+    assert [c["bodies"] for c in read(records)] == [["normal"], ["urgent"]]
+
+
+def test_prewarm_starts_every_process_before_the_first_message(
+    stack: Stack, records: Path, tmp_path: Path
+) -> None:
+    host = host_for(stack, records, tmp_path, prewarm=True)
+    assert not any(i.warm for i in host.pools["Fn"].instances)
+    with host:
+        assert all(i.warm for i in host.pools["Fn"].instances)
+        send(stack, "first")
+        wait_for(lambda: read(records))
+    assert read(records)[0]["calls"] == 1  # the warm process handled it
+
+
+class _Environment:
+    """What _Pool needs of an execution environment: whether it is warm, and its lock."""
+
+    def __init__(self, name: str, warm: bool) -> None:
+        self.name, self.warm, self.lock = name, warm, threading.Lock()
+
+
+def test_the_pool_prefers_warm_environments_and_serves_waiters_by_rank() -> None:
+    cold, warm = _Environment("cold", False), _Environment("warm", True)
+    pool = _Pool([warm, cold])  # type: ignore[list-item]
+    assert pool.acquire(0) is warm
+    taken = pool.acquire(0)
+    assert taken is cold and pool.acquire(0.05) is None
+
+    served: list[str] = []
+
+    def waiter(rank: int, name: str) -> None:
+        instance = pool.acquire(5, rank)
+        assert instance is not None
+        served.append(name)
+        pool.release(instance)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=waiter, args=(2, "low"))]
+    threads[0].start()
+    time.sleep(0.2)  # the low-ranked waiter queues first
+    threads.append(threading.Thread(target=waiter, args=(0, "high")))
+    threads[1].start()
+    time.sleep(0.2)
+    pool.release(cold)  # type: ignore[arg-type]
+    for t in threads:
+        t.join()
+    assert served == ["high", "low"]
