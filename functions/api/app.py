@@ -20,7 +20,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from sttpipe.bootstrap import job_service
+from sttpipe.bootstrap import job_service, prepare
 from sttpipe.services.jobs import (
     FeatureUnavailable,
     JobBusy,
@@ -34,6 +34,7 @@ from sttpipe.services.jobs import (
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayHttpResolver(enable_validation=True)
+prepare(job_service)
 
 # Claims that name the tenant, first found wins: Cognito's custom attribute (ID tokens), a
 # generic issuer's claim, else the user itself is the tenant.

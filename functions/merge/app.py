@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter
 
-from sttpipe.bootstrap import merge_service
+from sttpipe.bootstrap import merge_service, prepare
 from sttpipe.domain.models import JobFailureNotice, MergeTask
 
 logger = Logger()
@@ -23,6 +23,7 @@ tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 _message = TypeAdapter(MergeTask | JobFailureNotice)
+prepare(merge_service)
 
 
 @tracer.capture_method

@@ -15,12 +15,13 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sttpipe.bootstrap import splitter_service
+from sttpipe.bootstrap import prepare, splitter_service
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+prepare(splitter_service)
 
 
 @tracer.capture_method

@@ -14,13 +14,14 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sttpipe.bootstrap import chunk_delivery_service
+from sttpipe.bootstrap import chunk_delivery_service, prepare
 from sttpipe.services.deliveries import DEFERRALS_ATTRIBUTE, ChunkDelivery
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+prepare(chunk_delivery_service)
 
 # Time kept back from the speech API's retries so that the answer to the state machine still fits.
 ANSWER_MARGIN_S = 10.0

@@ -10,9 +10,11 @@ functions at the end of this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache, cached_property
 
 import redis
+from aws_lambda_powertools import Logger
 
 from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.metrics import PowertoolsRecorder, cache_metric_sink
@@ -56,6 +58,8 @@ from sttpipe.speech.fleet_limit import (
 from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog
 from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 from sttpipe.speech.resplit import ResplittingTranscriber
+
+logger = Logger()
 
 
 class Container:
@@ -277,6 +281,7 @@ class Container:
             cache=self.cache_administration,
             webhooks_enabled=self.notifier is not None,
             workflow=self.workflow,
+            known=self.transcript_cache,
         )
 
 
@@ -286,6 +291,18 @@ class Container:
 @cache
 def container() -> Container:
     return Container(get_settings())
+
+
+def prepare(*services: Callable[[], object]) -> None:
+    """Build a handler's services in the init phase (at import): Lambda runs it before the
+    first event, so a provisioned or pre-warmed environment answers its first event as fast as
+    its later ones. What fails here is logged and left to the first event, which builds it
+    again and reports why."""
+    for build in services:
+        try:
+            build()
+        except Exception:
+            logger.warning("could not build %s in the init phase", build.__name__, exc_info=True)
 
 
 def splitter_service() -> SplitterService:
