@@ -61,7 +61,7 @@ def run_all(client: PipelineClient, jobs: list[tuple[str, float]]) -> dict[str, 
 
 def submit(client: PipelineClient, path: Path, priority: str) -> tuple[str, float]:
     started = time.monotonic()
-    return client.submit(path, language="en", priority=priority), started
+    return client.submit(path, language="en", priority=priority).job_id, started
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ ends, fetch the transcripts. The CLI and the end-to-end tests both use it.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import time
 from collections.abc import Callable
@@ -33,6 +34,12 @@ _AUDIO_TYPES = {
 
 class JobTimeout(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    uploaded_bytes: int  # 0: the API knew the recording and the job is already COMPLETED
 
 
 @dataclass
@@ -66,12 +73,16 @@ class PipelineClient:
 
     def submit(
         self, path: Path, *, language: str | None = None, priority: str | None = None
-    ) -> str:
-        """Create an upload and send the file to S3 with the pre-signed POST; returns the job id."""
+    ) -> Submission:
+        """Create an upload and send the file to S3 with the pre-signed POST, unless the API
+        knows the file by its hash (this tenant transcribed it before): then nothing is sent."""
+        with path.open("rb") as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
         request: dict[str, Any] = {
             "filename": path.name,
             "content_type": content_type_of(path),
             "size_bytes": path.stat().st_size,
+            "sha256": sha256,
         }
         if language:
             request["language"] = language
@@ -81,6 +92,8 @@ class PipelineClient:
         _raise_for_status(created)
         ticket = created.json()
         form = ticket["upload"]
+        if form is None:
+            return Submission(str(ticket["job_id"]), uploaded_bytes=0)
         with path.open("rb") as body:
             # Field order matters to S3: the policy fields first, the file last.
             sent = httpx.post(
@@ -90,7 +103,7 @@ class PipelineClient:
                 timeout=300,
             )
         _raise_for_status(sent)
-        return str(ticket["job_id"])
+        return Submission(str(ticket["job_id"]), uploaded_bytes=request["size_bytes"])
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self._http.get(f"/jobs/{job_id}")
@@ -158,7 +171,7 @@ class PipelineClient:
         timeout_s: float = 900,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobResult:
-        job_id = self.submit(path, language=language, priority=priority)
+        job_id = self.submit(path, language=language, priority=priority).job_id
         return self.follow(job_id, out_dir, timeout_s=timeout_s, on_progress=on_progress)
 
     def follow(

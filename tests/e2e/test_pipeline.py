@@ -165,7 +165,7 @@ def test_a_chunk_that_keeps_failing_ends_the_job_with_its_reason(
     pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
 ) -> None:
     pipeline.speech.control(rate_5xx=1.0)
-    job_id = client.submit(SAMPLE, language="en")
+    job_id = client.submit(SAMPLE, language="en").job_id
     job = client.wait(job_id, timeout_s=240)
     assert job["status"] == "FAILED"
     assert "could not be transcribed" in job["failure_reason"]

@@ -90,7 +90,10 @@ def variant(tmp_path: Path) -> Path:
 def submit_all(
     client: PipelineClient, tmp_path: Path, n: int, priority: str = "normal"
 ) -> list[str]:
-    return [client.submit(variant(tmp_path), language="en", priority=priority) for _ in range(n)]
+    return [
+        client.submit(variant(tmp_path), language="en", priority=priority).job_id
+        for _ in range(n)
+    ]
 
 
 def wait_all(
@@ -239,8 +242,8 @@ def test_a_high_priority_job_behind_low_ones_finishes_first(
     pipeline.speech.control(latency_s=1.5)
     # Files made first: a submission is then only an upload, so the high job follows closely.
     files = [variant(tmp_path) for _ in range(5)]
-    low = [client.submit(f, language="en", priority="low") for f in files[:4]]
-    high = client.submit(files[4], language="en", priority="high")
+    low = [client.submit(f, language="en", priority="low").job_id for f in files[:4]]
+    high = client.submit(files[4], language="en", priority="high").job_id
     finished: dict[str, float] = {}
 
     def follow(job_id: str) -> None:

@@ -5,11 +5,14 @@ tests/e2e/test_cache.py). A re-uploaded file is answered without splitting or an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
 from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
@@ -29,6 +32,7 @@ from sttpipe.domain.models import (
     JobStatus,
     MergeTask,
 )
+from sttpipe.services.jobs import JobService, UploadRequest
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
@@ -44,7 +48,9 @@ class Pipeline:
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.speech = FakeTranscriber(default="words of a chunk")
-        settings = Settings(queue_url_normal="https://sqs/normal", default_language="en")
+        self.settings = settings = Settings(
+            queue_url_normal="https://sqs/normal", default_language="en"
+        )
         self.cache = TieredTranscriptCache(
             TieredCache(l1=MemoryCache(1 << 24, ttl_s=600)),
             namespace="unit",
@@ -132,3 +138,47 @@ def test_another_language_or_tenant_transcribes_again() -> None:
         assert "upload_cache_hit" not in pipeline.job(job_id).stats
         assert len(pipeline.speech.calls) > calls
         calls = len(pipeline.speech.calls)
+
+
+def test_a_known_hash_completes_the_job_at_upload_time_with_no_form() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    first = pipeline.run(body)
+    calls = len(pipeline.speech.calls)
+    api = JobService(pipeline.store, pipeline.jobs, pipeline.settings, known=pipeline.cache)
+    known = UploadRequest(
+        filename="again.flac",
+        content_type="audio/flac",
+        size_bytes=len(body),
+        language="en",
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+
+    ticket = api.create_upload(known, tenant_id="default")
+
+    assert ticket.status is JobStatus.COMPLETED and ticket.upload is None
+    view = api.status(ticket.job_id, "default")
+    assert view is not None and view.status is JobStatus.COMPLETED
+    assert set(view.downloads) == set(keys.TRANSCRIPT_FORMATS)
+    assert pipeline.text(ticket.job_id) == pipeline.text(first)
+    assert pipeline.job(ticket.job_id).stats["upload_cache_hit"] == "L1"
+    assert len(pipeline.speech.calls) == calls
+
+
+def test_an_unknown_hash_or_another_tenant_gets_an_upload_form() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    pipeline.run(body)
+    api = JobService(pipeline.store, pipeline.jobs, pipeline.settings, known=pipeline.cache)
+    fields = {"filename": "a.flac", "content_type": "audio/flac", "size_bytes": len(body)}
+    cases = [
+        ("default", hashlib.sha256(body + b"x").hexdigest(), "en"),  # another file
+        ("other", hashlib.sha256(body).hexdigest(), "en"),  # another tenant's recording
+        ("default", hashlib.sha256(body).hexdigest(), "de"),  # another language
+    ]
+    for tenant, sha256, language in cases:
+        request = UploadRequest.model_validate({**fields, "sha256": sha256, "language": language})
+        ticket = api.create_upload(request, tenant_id=tenant)
+        assert ticket.status is JobStatus.AWAITING_UPLOAD and ticket.upload is not None
+    with pytest.raises(ValidationError):
+        UploadRequest.model_validate({**fields, "sha256": "not-a-hash"})

@@ -30,9 +30,11 @@ from sttpipe.ports import (
     ObjectNotFound,
     ObjectStore,
     QueueStats,
+    TranscriptCache,
     Workflow,
 )
 from sttpipe.services.manifests import load_manifest
+from sttpipe.services.merging import complete_from_cache
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
 ALLOWED_CONTENT_TYPES = frozenset(
@@ -68,6 +70,12 @@ class UploadRequest(BaseModel):
         max_length=2048,
         description="Called with a signed POST (HMAC-SHA256, see the README) when the job ends.",
     )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The file's SHA-256 (hex). A recording this tenant already transcribed in "
+        "this language completes at once: the answer is COMPLETED and has no upload form.",
+    )
 
     @field_validator("content_type")
     @classmethod
@@ -81,9 +89,12 @@ class UploadRequest(BaseModel):
 
 class UploadTicket(BaseModel):
     job_id: str
-    upload: dict[str, Any]  # {"url": ..., "fields": {...}}: an HTML form POST straight to S3
+    # {"url": ..., "fields": {...}}: an HTML form POST straight to S3; None when the recording
+    # was known and the job is already COMPLETED.
+    upload: dict[str, Any] | None
     expires_in: int
     status_url: str
+    status: JobStatus = JobStatus.AWAITING_UPLOAD
 
 
 class JobStatusView(BaseModel):
@@ -136,6 +147,7 @@ class JobService:
         cache: CacheAdmin | None = None,
         webhooks_enabled: bool = False,
         workflow: Workflow | None = None,
+        known: TranscriptCache | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -144,6 +156,7 @@ class JobService:
         self._queues = queues
         self._cache = cache
         self._webhooks = webhooks_enabled
+        self._known = known
 
     def create_upload(self, request: UploadRequest, tenant_id: str) -> UploadTicket:
         if request.size_bytes > self._settings.max_upload_bytes:
@@ -170,6 +183,14 @@ class JobService:
             webhook_url=request.webhook_url,
         )
         self._jobs.add(job)
+        if request.sha256 is not None and self._answered_from_cache(job, request.sha256):
+            return UploadTicket(
+                job_id=job_id,
+                upload=None,
+                expires_in=0,
+                status_url=f"/jobs/{job_id}",
+                status=JobStatus.COMPLETED,
+            )
         form = self._store.presigned_post(
             job.upload_key,
             content_type=request.content_type,
@@ -182,6 +203,17 @@ class JobService:
             expires_in=self._settings.upload_url_expiry_s,
             status_url=f"/jobs/{job_id}",
         )
+
+    def _answered_from_cache(self, job: Job, sha256: str) -> bool:
+        """Complete the job from the cache if its tenant transcribed this recording before. The
+        hash only looks up the tenant's own entries, so a guessed one reveals nothing else."""
+        if self._known is None:
+            return False
+        cached = self._known.upload(sha256, tenant=job.tenant_id, language=job.language)
+        if cached is None:
+            return False
+        complete_from_cache(self._store, self._jobs, job.job_id, cached)
+        return True
 
     def status(self, job_id: str, tenant_id: str) -> JobStatusView | None:
         view = self._owned(job_id, tenant_id)

@@ -20,7 +20,7 @@ from sttpipe.domain.models import (
     MergeTask,
     TaskError,
 )
-from sttpipe.domain.transcripts import CachedUpload, CacheLevel, FailedChunk, Transcript
+from sttpipe.domain.transcripts import CachedUpload, CacheLevel, FailedChunk, Hit, Transcript
 from sttpipe.ports import (
     JobRepository,
     Notifier,
@@ -178,6 +178,34 @@ def write_transcript(
     }
     for fmt, body in rendered.items():
         store.put_bytes(keys.transcript(job_id, fmt), body.encode(), _CONTENT_TYPES[fmt])
+
+
+def complete_from_cache(
+    store: ObjectStore,
+    jobs: JobRepository,
+    job_id: str,
+    cached: Hit[CachedUpload],
+    *,
+    split_seconds: float = 0.0,
+) -> None:
+    """End a job whose recording its tenant already transcribed: the cached transcript is its
+    own, with no chunk split and no speech API call (the splitter after hashing an upload, the
+    API before one when the client sent the file's hash)."""
+    upload = cached.value
+    stats = JobStats(
+        duration_s=upload.duration_s,
+        chunks=upload.chunks,
+        chunks_silent=upload.chunks_silent,
+        chunks_transcribed=upload.chunks - upload.chunks_silent,
+        chunks_failed=0,
+        speech_api_calls=0,
+        cache_hits={level.value: 0 for level in CacheLevel},
+        upload_cache_hit=cached.level.value,
+        split_seconds=round(split_seconds, 3),
+        transcribe_seconds=0.0,
+    )
+    write_transcript(store, job_id, upload.transcript, stats)
+    jobs.finish(job_id, JobStatus.COMPLETED, stats=stats.as_record())
 
 
 def _failure_reason(outcome: ChunkOutcome) -> str:

@@ -22,11 +22,10 @@ from sttpipe.domain.models import (
     ChunkState,
     ExecutionInput,
     Job,
-    JobStats,
     JobStatus,
     Manifest,
 )
-from sttpipe.domain.transcripts import CachedUpload, CacheLevel, Hit
+from sttpipe.domain.transcripts import CachedUpload, Hit
 from sttpipe.observability import Metric
 from sttpipe.ports import (
     JobRepository,
@@ -37,7 +36,7 @@ from sttpipe.ports import (
     Workflow,
 )
 from sttpipe.services.manifests import store_manifest
-from sttpipe.services.merging import write_transcript
+from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.sizing import plan_chunks
 
 logger = Logger(child=True)
@@ -217,24 +216,12 @@ class SplitterService:
         self, job: Job, cached: Hit[CachedUpload], started: float
     ) -> SplitOutcome:
         """The same file was transcribed before: no splitting, no speech API, done now."""
-        upload = cached.value
-        stats = JobStats(
-            duration_s=upload.duration_s,
-            chunks=upload.chunks,
-            chunks_silent=upload.chunks_silent,
-            chunks_transcribed=upload.chunks - upload.chunks_silent,
-            chunks_failed=0,
-            speech_api_calls=0,
-            cache_hits={level.value: 0 for level in CacheLevel},
-            upload_cache_hit=cached.level.value,
-            split_seconds=round(time.monotonic() - started, 3),
-            transcribe_seconds=0.0,
+        complete_from_cache(
+            self._store, self._jobs, job.job_id, cached, split_seconds=time.monotonic() - started
         )
-        write_transcript(self._store, job.job_id, upload.transcript, stats)
-        self._jobs.finish(job.job_id, JobStatus.COMPLETED, stats=stats.as_record())
         logger.info(
             "upload answered from the cache",
-            extra={"job_id": job.job_id, "level": cached.level, "chunks": upload.chunks},
+            extra={"job_id": job.job_id, "level": cached.level, "chunks": cached.value.chunks},
         )
         return SplitOutcome(job.job_id, JobStatus.COMPLETED)
 
