@@ -44,22 +44,25 @@ def samconfig_local() -> tuple[str, dict[str, str]]:
 
 
 class LocalPipeline:
-    """See the module docstring. `speech_switches` sets the speech server's latency and faults;
+    """See the module docstring. `speech_switches` sets the speech server's latency and faults,
+    `speech_workers` how many requests it decodes at once (default: one per core);
     `parameter_overrides` and `function_env` add to the local defaults; every other keyword
-    (emulator, concurrency, log_dir, echo_logs, api_port, visibility_timeout_cap_s, poll) goes to
-    LocalCloud as it is."""
+    (emulator, concurrency, log_dir, echo_logs, api_port, visibility_timeout_cap_s, poll,
+    prewarm) goes to LocalCloud as it is."""
 
     def __init__(
         self,
         *,
         engine: str = "faster-whisper",
         speech_switches: Switches | None = None,
+        speech_workers: int | None = None,
         parameter_overrides: Mapping[str, str] | None = None,
         function_env: Mapping[str, str] | None = None,
         **cloud_options: Any,
     ) -> None:
         self._engine = engine
         self._switches = speech_switches
+        self._speech_workers = speech_workers
         self._overrides = dict(parameter_overrides or {})
         self._function_env = {**LOCAL_FUNCTION_ENV, **(function_env or {})}
         self._cloud_options = cloud_options
@@ -78,7 +81,12 @@ class LocalPipeline:
             cache_env = self._cache_env()
             api_key = secrets.token_urlsafe(24)
             self.speech = self._exit.enter_context(
-                SpeechServer(engine_name=self._engine, api_key=api_key, switches=self._switches)
+                SpeechServer(
+                    engine_name=self._engine,
+                    api_key=api_key,
+                    switches=self._switches,
+                    workers=self._speech_workers,
+                )
             )
             stack_name, overrides = samconfig_local()
             self.cloud = self._exit.enter_context(

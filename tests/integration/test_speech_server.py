@@ -213,3 +213,20 @@ def test_command_line_server(tmp_path: object) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_none_engine_answers_after_the_latency_model_counted_from_arrival() -> None:
+    """The benchmark engine: no recognition, so a call takes what the latency model says."""
+    wav = spoken("wav")
+    with (
+        SpeechServer(engine=load_engine("none")) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        server.control(latency_s=0.3, latency_per_audio_s=0.1)
+        answer = post(http, server.api_key, audio=wav, response_format="text")
+        [(arrived, answered, audio_s)] = server.stats()["calls"]
+
+    assert answer.status_code == 200
+    assert answer.text == f"{audio_s:.1f} seconds of audio."
+    assert 1.0 < audio_s < 5.0  # the fox sentence
+    assert answered - arrived >= 0.3 + 0.1 * audio_s - 0.01  # stats are rounded to ms

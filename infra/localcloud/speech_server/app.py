@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -39,8 +40,13 @@ class Switches(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    latency_s: float = Field(default=0.0, ge=0, description="added to every transcription")
-    latency_per_audio_s: float = Field(default=0.0, ge=0, description="added per audio second")
+    latency_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="a call is answered latency_s + latency_per_audio_s x its audio seconds after "
+        "it arrived, or when decoding ends if that is later",
+    )
+    latency_per_audio_s: float = Field(default=0.0, ge=0, description="see latency_s")
     rate_429: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: float | None = Field(default=1.0, ge=0, description="None: no header")
     rate_5xx: float = Field(default=0.0, ge=0, le=1)
@@ -71,6 +77,10 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     audio_seconds: float = 0.0
+    # Per answered call: (seconds from this Stats' creation to its arrival, to its answer,
+    # audio seconds it carried), so benchmarks can see when the calls ran.
+    calls: list[tuple[float, float, float]] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
     connections: set[tuple[str, int]] = field(default_factory=set)
 
     def as_json(self) -> dict[str, object]:
@@ -80,6 +90,7 @@ class Stats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "audio_seconds": round(self.audio_seconds, 3),
+            "calls": [[round(v, 3) for v in call] for call in self.calls],
             "connections": len(self.connections),  # distinct client TCP connections seen
         }
 
@@ -150,6 +161,7 @@ class SpeechService:
         return response
 
     async def _transcribe(self, request: Request) -> Response:
+        arrived = time.monotonic()
         if int(request.headers.get("content-length") or 0) > self.max_bytes:
             async for _ in request.stream():  # read it all, so the client sees the 413
                 pass
@@ -207,8 +219,13 @@ class SpeechService:
         except UndecodableAudioError as exc:
             return error(400, str(exc))
         self.stats.audio_seconds += duration
+        # The latency model counts from the request's arrival, so the server's own reading and
+        # decoding are inside it, as a real API's are inside its latency.
         s = self.switches
-        await anyio.sleep(s.latency_s + s.latency_per_audio_s * duration)
+        model_s = s.latency_s + s.latency_per_audio_s * duration
+        await anyio.sleep(max(0.0, model_s - (time.monotonic() - arrived)))
+        stats = self.stats
+        stats.calls.append((arrived - stats.since, time.monotonic() - stats.since, duration))
 
         if response_format == "text":
             return PlainTextResponse(result.text)

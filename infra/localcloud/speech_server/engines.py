@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16_000
 # Cloud.ru answered "Format not recognised" for mp4 containers; the stand-in does the same.
 REJECTED_CONTAINERS = frozenset({"mov", "mp4", "m4a"})
-ENGINES = ("faster-whisper", "pocketsphinx")
+ENGINES = ("faster-whisper", "pocketsphinx", "none")
 
 
 class UndecodableAudioError(ValueError):
@@ -149,9 +149,26 @@ class PocketSphinxEngine:
         return EngineResult(text, segments, "en")
 
 
+class NoRecognitionEngine:
+    """Hears nothing: answers how much audio it got, at once. For benchmarks that measure the
+    pipeline against the server's latency model (`latency_s`, `latency_per_audio_s`), where a
+    real engine's own decoding time would blur the model on a small machine."""
+
+    name = "none"
+
+    def transcribe(
+        self, pcm: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
+    ) -> EngineResult:
+        duration = len(pcm) / SAMPLE_RATE
+        text = f"{duration:.1f} seconds of audio."
+        return EngineResult(text, [EngineSegment(0.0, duration, text)], language or "en")
+
+
 def load_engine(name: str, *, workers: int = 2, model_path: Path | None = None) -> Engine:
     if name == "faster-whisper":
         return FasterWhisperEngine(model_path, workers=workers)
     if name == "pocketsphinx":
         return PocketSphinxEngine(workers=workers)
+    if name == "none":
+        return NoRecognitionEngine()
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")
