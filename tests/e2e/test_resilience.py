@@ -168,12 +168,15 @@ def test_a_worker_killed_mid_chunk_leaves_the_chunk_to_be_redelivered(
     pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
 ) -> None:
     pipeline.speech.control(latency_s=3.0)
+    # Counted from here: a request an earlier test left hanging is still in flight.
+    pipeline.speech.reset_stats()
     (job_id,) = submit_all(client, tmp_path, 1)
     deadline = time.monotonic() + 60
-    while pipeline.speech.stats()["in_flight"] == 0:
+    while pipeline.speech.stats()["requests_total"] == 0:
         assert time.monotonic() < deadline, "no chunk reached the speech API"
         time.sleep(0.05)
     busy = [i for i in pipeline.cloud.host.pools["WorkerFunction"].instances if i.lock.locked()]
+    assert busy, "the worker calling the speech API holds its instance"
     busy[0].kill()  # SIGKILL: no handler code runs, the message is neither deleted nor answered
     job = client.wait(job_id, timeout_s=150)
 
