@@ -10,6 +10,7 @@ functions at the end of this module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache, cached_property
 
@@ -297,7 +298,10 @@ def prepare(*services: Callable[[], object]) -> None:
     """Build a handler's services in the init phase (at import): Lambda runs it before the
     first event, so a provisioned or pre-warmed environment answers its first event as fast as
     its later ones. What fails here is logged and left to the first event, which builds it
-    again and reports why."""
+    again and reports why. Outside a function's runtime (tests, tools importing a handler)
+    nothing is built."""
+    if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
+        return
     for build in services:
         try:
             build()
