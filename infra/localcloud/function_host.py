@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import heapq
 import itertools
 import json
 import logging
@@ -45,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _SPAWN: Final = multiprocessing.get_context("spawn")
 _MAX_RECEIVE: Final = 10  # SQS ReceiveMessage returns at most 10 messages per call
+_UNBOUNDED: Final = 1 << 30  # a source without ScalingConfig: only the pool bounds it
 # What a function process inherits from the host's environment; the rest is the template's.
 _PASSTHROUGH: Final = (
     "PATH",
@@ -172,40 +172,59 @@ class _Instance:
             self.lock.release()
 
 
+@dataclass
+class _Share:
+    """How many batches of one event source may run at once (its MaximumConcurrency), and do."""
+
+    allowed: int
+    running: int = 0
+
+
 class _Pool:
     """A function's execution environments. A free one goes to the most urgent waiter (lowest
-    rank, then first come); a warm one, the most recently used first, before a cold one."""
+    rank, then first come) whose event source may run one more batch; a warm one, the most
+    recently used first, before a cold one."""
 
     def __init__(self, instances: list[_Instance]) -> None:
         self.instances = instances
         self._idle = list(instances)  # the most recently released last
-        self._waiting: list[tuple[int, int]] = []  # (rank, ticket): a heap
+        self._waiting: list[tuple[int, int, _Share | None]] = []  # (rank, ticket, share)
         self._tickets = itertools.count()
         self._changed = threading.Condition()
 
-    def acquire(self, timeout_s: float | None, rank: int = 0) -> _Instance | None:
-        ticket = (rank, next(self._tickets))
+    def acquire(
+        self, timeout_s: float | None, rank: int = 0, share: _Share | None = None
+    ) -> _Instance | None:
+        me = (rank, next(self._tickets), share)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._changed:
-            heapq.heappush(self._waiting, ticket)
+            self._waiting.append(me)
             try:
-                while not (self._idle and self._waiting[0] == ticket):
+                while not (self._idle and self._next() is me):
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return None
                     self._changed.wait(left)
+                if share is not None:
+                    share.running += 1
                 warm = [i for i, instance in enumerate(self._idle) if instance.warm]
                 instance = self._idle.pop(warm[-1] if warm else -1)
             finally:
-                self._waiting.remove(ticket)
-                heapq.heapify(self._waiting)
+                self._waiting.remove(me)
                 self._changed.notify_all()
         instance.lock.acquire()
         return instance
 
-    def release(self, instance: _Instance) -> None:
+    def _next(self) -> tuple[int, int, _Share | None] | None:
+        """The waiter served next: the most urgent whose source is under its concurrency."""
+        eligible = [w for w in self._waiting if w[2] is None or w[2].running < w[2].allowed]
+        return min(eligible, key=lambda w: w[:2], default=None)
+
+    def release(self, instance: _Instance, share: _Share | None = None) -> None:
         instance.lock.release()
         with self._changed:
+            if share is not None:
+                share.running -= 1
             self._idle.append(instance)
             self._changed.notify_all()
 
@@ -381,37 +400,29 @@ class FunctionHost:
         pool: _Pool,
         executor: ThreadPoolExecutor,
     ) -> None:
-        """One event source: receive what its free concurrency allows, hand each batch to a
-        process (waiting for one in the order of `rank`), repeat."""
+        """One event source: receive a batch, wait for a process (the pool serves sources in
+        the order of `rank`, each up to its MaximumConcurrency), hand it over, repeat. While
+        the batch waits, the next is not received: at most one waits per source."""
         sqs = self.stack.endpoint.client("sqs")
-        allowed = min(len(pool.instances), source.event.maximum_concurrency or len(pool.instances))
-        slots = threading.BoundedSemaphore(allowed)
-        batch = min(source.event.batch_size, _MAX_RECEIVE)
+        share = _Share(min(len(pool.instances), source.event.maximum_concurrency or _UNBOUNDED))
         while not self._stopping.is_set():
-            if not slots.acquire(timeout=0.5):
-                continue
-            taken = 1
-            while taken * batch < _MAX_RECEIVE and slots.acquire(blocking=False):
-                taken += 1
             try:
-                messages = self._receive(sqs, source, min(taken * batch, _MAX_RECEIVE))
+                messages = self._receive(sqs, source, min(source.event.batch_size, _MAX_RECEIVE))
             except Exception:
                 log.exception("%s: receiving from %s failed", fn.logical_id, source.queue_url)
-                messages = []
                 self._stopping.wait(1)
-            batches = [messages[i : i + batch] for i in range(0, len(messages), batch)]
-            for _ in range(taken - len(batches)):
-                slots.release()
-            for messages in batches:
-                instance = None
-                while instance is None and not self._stopping.is_set():
-                    instance = pool.acquire(0.5, rank)
-                if instance is None:  # stopping: the messages come back after their timeout
-                    slots.release()
-                    continue
-                future = executor.submit(self._run_batch, sqs, fn, pool, instance, source, messages)
-                future.add_done_callback(_log_failure)
-                future.add_done_callback(lambda _: slots.release())
+                continue
+            if not messages:
+                continue
+            instance = None
+            while instance is None and not self._stopping.is_set():
+                instance = pool.acquire(0.5, rank, share)
+            if instance is None:  # stopping: the messages come back after their timeout
+                return
+            future = executor.submit(
+                self._run_batch, sqs, fn, pool, instance, share, source, messages
+            )
+            future.add_done_callback(_log_failure)
 
     def _receive(self, sqs: Any, source: BoundSqsSource, count: int) -> list[dict[str, Any]]:
         if self._stopping.is_set():
@@ -432,6 +443,7 @@ class FunctionHost:
         fn: FunctionSpec,
         pool: _Pool,
         instance: _Instance,
+        share: _Share,
         source: BoundSqsSource,
         messages: list[dict[str, Any]],
     ) -> None:
@@ -439,7 +451,7 @@ class FunctionHost:
             event = sqs_event(source, messages, self.stack.pseudo.region)
             invocation = instance.invoke(event, fn.timeout_s)
         finally:
-            pool.release(instance)
+            pool.release(instance, share)
         done = succeeded_messages(source, messages, invocation)
         for start in range(0, len(done), _MAX_RECEIVE):
             entries = [

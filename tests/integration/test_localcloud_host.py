@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from localcloud.emulators import MotoEmulator
-from localcloud.function_host import FunctionHost, _Pool
+from localcloud.function_host import FunctionHost, _Pool, _Share
 from localcloud.provision import Stack, provision
 
 T = TypeVar("T")
@@ -287,3 +287,17 @@ def test_the_pool_prefers_warm_environments_and_serves_waiters_by_rank() -> None
     for t in threads:
         t.join()
     assert served == ["high", "low"]
+
+
+def test_a_source_at_its_maximum_concurrency_lets_a_lower_one_through() -> None:
+    first, second = _Environment("a", True), _Environment("b", True)
+    pool = _Pool([first, second])  # type: ignore[list-item]
+    urgent = _Share(allowed=1)
+    running = pool.acquire(0, rank=0, share=urgent)
+    assert running is not None and urgent.running == 1
+    # The urgent source's next batch must wait for its own to finish; the bulk one may run.
+    assert pool.acquire(0.05, rank=0, share=urgent) is None
+    bulk = pool.acquire(0, rank=2, share=_Share(allowed=5))
+    assert bulk is not None
+    pool.release(running, urgent)  # type: ignore[arg-type]
+    assert urgent.running == 0 and pool.acquire(0, rank=0, share=urgent) is running

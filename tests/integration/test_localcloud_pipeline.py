@@ -267,7 +267,7 @@ def test_state_machine_map_completes_when_the_functions_answer_the_tokens(
         assert {m["job_id"] for m in chunk_messages} == {"job-1"}
 
 
-def test_higher_priority_queues_are_drained_first(
+def test_higher_priority_queues_are_served_first_when_processes_are_scarce(
     emulator: Emulator, project: Path, records: Path, tmp_path: Path
 ) -> None:
     stack = provision(
@@ -298,8 +298,12 @@ def test_higher_priority_queues_are_drained_first(
         handled = wait_for(all_handled, what="every message handled")
 
     order = [r["event"]["Records"][0]["eventSourceARN"] for r in handled]
-    expected = [s.queue_arn for s in reversed(by_priority) for _ in range(2)]
-    assert order == expected
+    # Each source polls on its own, as Lambda's event source mappings do: the first batch goes
+    # to whichever received first while the process was free. From then on the process is the
+    # bottleneck, and the batches waiting for it are served high before normal before low.
+    rest = [s.queue_arn for s in reversed(by_priority) for _ in range(2)]
+    rest.remove(order[0])
+    assert order[1:] == rest
 
 
 def test_api_gateway_routes_requests_with_v2_events(
