@@ -1,6 +1,6 @@
 """`stt`: run recordings through the pipeline on a local cloud.
 
-stt transcribe FILE [--out DIR] [--language L] [--priority high|normal|low]
+stt transcribe FILE [--out DIR] [--language L] [--prompt TEXT] [--priority high|normal|low]
 stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
 stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
@@ -104,6 +104,7 @@ def _run_job(args: argparse.Namespace, path: Path, language: str | None) -> JobR
                 args.out,
                 language=language,
                 priority=getattr(args, "priority", None),
+                prompt=getattr(args, "prompt", None),
                 timeout_s=args.timeout,
                 on_progress=ProgressPrinter(),
             )
@@ -294,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("file", type=Path)
     transcribe.add_argument("--language", help="ISO-639-1 code, e.g. en or ru (default: detect)")
+    transcribe.add_argument(
+        "--prompt",
+        help="initial prompt or vocabulary (names, terms) sent to the speech API with every "
+        "chunk; part of the cache key",
+    )
     transcribe.add_argument(
         "--priority", choices=["high", "normal", "low"], help="queue for the job (default: normal)"
     )

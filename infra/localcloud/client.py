@@ -72,7 +72,12 @@ class PipelineClient:
         self._http.close()
 
     def submit(
-        self, path: Path, *, language: str | None = None, priority: str | None = None
+        self,
+        path: Path,
+        *,
+        language: str | None = None,
+        priority: str | None = None,
+        prompt: str | None = None,
     ) -> Submission:
         """Create an upload and send the file to S3 with the pre-signed POST, unless the API
         knows the file by its hash (this tenant transcribed it before): then nothing is sent."""
@@ -88,6 +93,8 @@ class PipelineClient:
             request["language"] = language
         if priority:
             request["priority"] = priority
+        if prompt:
+            request["prompt"] = prompt
         created = self._http.post("/uploads", json=request)
         _raise_for_status(created)
         ticket = created.json()
@@ -168,10 +175,11 @@ class PipelineClient:
         *,
         language: str | None = None,
         priority: str | None = None,
+        prompt: str | None = None,
         timeout_s: float = 900,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobResult:
-        job_id = self.submit(path, language=language, priority=priority).job_id
+        job_id = self.submit(path, language=language, priority=priority, prompt=prompt).job_id
         return self.follow(job_id, out_dir, timeout_s=timeout_s, on_progress=on_progress)
 
     def follow(

@@ -119,6 +119,7 @@ def test_add_and_get_round_trip(repo: JobRepository, tenant: str) -> None:
         tenant,
         content_type="audio/mpeg",
         language="ru",
+        prompt="Grafana, Kubernetes",
         priority=Priority.HIGH,
         stats={"nested": {"ok": True}, "n": [1, 2]},
     )
@@ -377,7 +378,7 @@ def test_of_concurrent_reopens_exactly_one_wins(
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("pg_conninfo")  # skips the case when there is no server
-def test_a_database_from_before_reruns_gains_the_runs_column() -> None:
+def test_a_database_from_before_reruns_and_prompts_gains_their_columns() -> None:
     schema = f"sttpipe_old_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(DATABASE_URL, autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -386,7 +387,8 @@ def test_a_database_from_before_reruns_gains_the_runs_column() -> None:
             apply_schema(conninfo)
             job = new_job("old")
             with psycopg.connect(conninfo) as conn:
-                conn.execute("ALTER TABLE jobs DROP COLUMN runs")  # as it was before re-runs
+                # As it was before re-runs and prompts.
+                conn.execute("ALTER TABLE jobs DROP COLUMN runs, DROP COLUMN prompt")
                 conn.execute(
                     "INSERT INTO jobs (job_id, filename, upload_key, created_at, updated_at,"
                     " status) VALUES (%s, 'a.mp3', 'k', now(), now(), 'PARTIAL')",
@@ -396,7 +398,7 @@ def test_a_database_from_before_reruns_gains_the_runs_column() -> None:
             repo = PostgresJobRepository(create_pool(conninfo, max_size=1))
             try:
                 view = repo.get(job.job_id)
-                assert view is not None and view.job.runs == 1
+                assert view is not None and view.job.runs == 1 and view.job.prompt is None
                 assert repo.reopen(job.job_id) == 2
             finally:
                 repo.close()

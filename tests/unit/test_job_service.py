@@ -310,3 +310,13 @@ def test_a_failed_start_puts_the_job_back_as_it_ended() -> None:
 def test_without_a_workflow_reruns_are_unavailable(service: JobService) -> None:
     with pytest.raises(FeatureUnavailable, match="re-runs"):
         service.rerun("0" * 32, "t1")
+
+
+def test_a_prompt_is_kept_with_the_job_and_bounded(service: JobService) -> None:
+    ticket = service.create_upload(request(prompt="Grafana, Kubernetes, Anna"), tenant_id="t1")
+    view = service.status(ticket.job_id, "t1")
+    assert view is not None and view.prompt == "Grafana, Kubernetes, Anna"
+    with pytest.raises(ValidationError):
+        request(prompt="x" * 801)
+    with pytest.raises(ValidationError):
+        request(prompt="")

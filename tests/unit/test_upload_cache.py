@@ -172,12 +172,15 @@ def test_an_unknown_hash_or_another_tenant_gets_an_upload_form() -> None:
     api = JobService(pipeline.store, pipeline.jobs, pipeline.settings, known=pipeline.cache)
     fields = {"filename": "a.flac", "content_type": "audio/flac", "size_bytes": len(body)}
     cases = [
-        ("default", hashlib.sha256(body + b"x").hexdigest(), "en"),  # another file
-        ("other", hashlib.sha256(body).hexdigest(), "en"),  # another tenant's recording
-        ("default", hashlib.sha256(body).hexdigest(), "de"),  # another language
+        ("default", hashlib.sha256(body + b"x").hexdigest(), "en", None),  # another file
+        ("other", hashlib.sha256(body).hexdigest(), "en", None),  # another tenant's recording
+        ("default", hashlib.sha256(body).hexdigest(), "de", None),  # another language
+        ("default", hashlib.sha256(body).hexdigest(), "en", "Grafana"),  # another prompt
     ]
-    for tenant, sha256, language in cases:
-        request = UploadRequest.model_validate({**fields, "sha256": sha256, "language": language})
+    for tenant, sha256, language, prompt in cases:
+        request = UploadRequest.model_validate(
+            {**fields, "sha256": sha256, "language": language, "prompt": prompt}
+        )
         ticket = api.create_upload(request, tenant_id=tenant)
         assert ticket.status is JobStatus.AWAITING_UPLOAD and ticket.upload is not None
     with pytest.raises(ValidationError):

@@ -75,9 +75,13 @@ class World:
         )
         self.store.put_bytes(self.chunk.key, b"fLaC-audio", "audio/flac")
 
-    def task(self, language: str | None = "en") -> ChunkTask:
+    def task(self, language: str | None = "en", prompt: str | None = None) -> ChunkTask:
         return ChunkTask(
-            task_token=self.workflow.open_task(), job_id=JOB_ID, language=language, chunk=self.chunk
+            task_token=self.workflow.open_task(),
+            job_id=JOB_ID,
+            language=language,
+            prompt=prompt,
+            chunk=self.chunk,
         )
 
     def chunk_state(self) -> ChunkState:
@@ -246,6 +250,16 @@ def test_another_language_or_tenant_is_another_computation() -> None:
         world.service.process(world.task(language=language), receive_count=1)
         calls.append(len(world.transcriber.calls))
     assert calls == [1, 1, 1, 0]  # only the repeat of the first is a hit
+
+
+def test_the_jobs_prompt_goes_to_the_api_and_into_the_cache_key() -> None:
+    cache = l1_cache()
+    calls = []
+    for prompt in ["Kubernetes, Grafana", None, "Kubernetes, Grafana", "Anna Karenina"]:
+        world = World(FakeTranscriber(default="text"), cache)
+        world.service.process(world.task(prompt=prompt), receive_count=1)
+        calls.append([c.prompt for c in world.transcriber.calls])
+    assert calls == [["Kubernetes, Grafana"], [None], [], ["Anna Karenina"]]
 
 
 def test_a_failed_call_is_not_cached_and_the_next_delivery_pays_again() -> None:

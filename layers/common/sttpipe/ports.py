@@ -172,13 +172,19 @@ class TranscriptCache(Protocol):
         ...
 
     def upload(
-        self, upload_sha256: str, *, tenant: str, language: str | None
+        self, upload_sha256: str, *, tenant: str, language: str | None, prompt: str | None = None
     ) -> Hit[CachedUpload] | None:
         """A whole upload's finished transcript, by the SHA-256 of the uploaded object."""
         ...
 
     def store_upload(
-        self, upload_sha256: str, value: CachedUpload, *, tenant: str, language: str | None
+        self,
+        upload_sha256: str,
+        value: CachedUpload,
+        *,
+        tenant: str,
+        language: str | None,
+        prompt: str | None = None,
     ) -> None: ...
 
 

@@ -28,7 +28,7 @@ SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
-    " created_at, updated_at, failure_reason, stats, webhook_url, runs"
+    " created_at, updated_at, failure_reason, stats, webhook_url, runs, prompt"
 )
 _LIST_FIRST_PAGE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS webhook_url text;
 -- Executions the job has had: 1, plus one per re-run of its failed chunks.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS runs integer NOT NULL DEFAULT 1 CHECK (runs >= 1);
+-- The job's initial prompt or vocabulary for the speech API.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS prompt text;
 
 -- Listing a tenant's jobs newest first, paginated by the (created_at, job_id) cursor.
 CREATE INDEX IF NOT EXISTS jobs_tenant_created_idx

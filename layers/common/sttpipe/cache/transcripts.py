@@ -125,19 +125,24 @@ class TieredTranscriptCache:
     # -- uploads
 
     def upload(
-        self, upload_sha256: str, *, tenant: str, language: str | None
+        self, upload_sha256: str, *, tenant: str, language: str | None, prompt: str | None = None
     ) -> Hit[CachedUpload] | None:
+        key = self.upload_key(upload_sha256, tenant=tenant, language=language, prompt=prompt)
         try:
-            return self.tiered.get(
-                self.upload_key(upload_sha256, tenant=tenant, language=language), UPLOADS
-            )
+            return self.tiered.get(key, UPLOADS)
         finally:
             self.tiered.flush()
 
     def store_upload(
-        self, upload_sha256: str, value: CachedUpload, *, tenant: str, language: str | None
+        self,
+        upload_sha256: str,
+        value: CachedUpload,
+        *,
+        tenant: str,
+        language: str | None,
+        prompt: str | None = None,
     ) -> None:
-        key = self.upload_key(upload_sha256, tenant=tenant, language=language)
+        key = self.upload_key(upload_sha256, tenant=tenant, language=language, prompt=prompt)
         self.tiered.put(key, value, UPLOADS)
         self.tiered.flush()
 

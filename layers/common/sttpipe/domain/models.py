@@ -47,6 +47,8 @@ class Job(BaseModel):
     filename: str
     content_type: str | None = None
     language: str | None = None
+    # Initial prompt or vocabulary sent with every chunk (part of the cache key).
+    prompt: str | None = None
     priority: Priority = Priority.NORMAL
     status: JobStatus = JobStatus.AWAITING_UPLOAD
     upload_key: str
@@ -189,6 +191,7 @@ class ChunkTask(BaseModel):
     task_token: str = Field(min_length=1)
     job_id: str = Field(min_length=1)
     language: str | None = None
+    prompt: str | None = None
     chunk: ChunkRef
 
 
@@ -207,6 +210,7 @@ class ExecutionInput(BaseModel):
 
     job_id: str
     language: str | None
+    prompt: str | None = None
     queue_url: str
     chunks: list[ChunkRef]
 

@@ -59,11 +59,22 @@ ALLOWED_CONTENT_TYPES = frozenset(
 )
 
 
+# Whisper reads at most 224 prompt tokens; this many characters stay within that in most scripts.
+MAX_PROMPT_CHARS = 800
+
+
 class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str
     size_bytes: int = Field(gt=0)
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="Initial prompt or vocabulary (names, terms) sent to the speech API with "
+        "every chunk; a different prompt is a different transcription, never a cache hit.",
+    )
     priority: Priority | None = None
     webhook_url: str | None = Field(
         default=None,
@@ -102,6 +113,7 @@ class JobStatusView(BaseModel):
     status: JobStatus
     filename: str
     language: str | None
+    prompt: str | None = None
     priority: Priority
     created_at: datetime
     updated_at: datetime
@@ -176,6 +188,7 @@ class JobService:
             filename=request.filename,
             content_type=request.content_type,
             language=request.language or self._settings.default_language,
+            prompt=request.prompt,
             priority=request.priority or self._settings.default_priority,
             upload_key=keys.upload(job_id, request.filename),
             created_at=now,
@@ -209,7 +222,9 @@ class JobService:
         hash only looks up the tenant's own entries, so a guessed one reveals nothing else."""
         if self._known is None:
             return False
-        cached = self._known.upload(sha256, tenant=job.tenant_id, language=job.language)
+        cached = self._known.upload(
+            sha256, tenant=job.tenant_id, language=job.language, prompt=job.prompt
+        )
         if cached is None:
             return False
         complete_from_cache(self._store, self._jobs, job.job_id, cached)
@@ -319,6 +334,7 @@ class JobService:
             status=job.status,
             filename=job.filename,
             language=job.language,
+            prompt=job.prompt,
             priority=job.priority,
             created_at=job.created_at,
             updated_at=job.updated_at,

@@ -146,6 +146,7 @@ class MergeService:
             ),
             tenant=tenant_id,
             language=manifest.execution.language,
+            prompt=manifest.execution.prompt,
         )
 
     def record_failure(self, notice: JobFailureNotice) -> None:

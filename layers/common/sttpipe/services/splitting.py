@@ -123,7 +123,7 @@ class SplitterService:
             if self._cache is not None:
                 upload_sha256 = _sha256(audio_file)
                 cached = self._cache.upload(
-                    upload_sha256, tenant=job.tenant_id, language=job.language
+                    upload_sha256, tenant=job.tenant_id, language=job.language, prompt=job.prompt
                 )
                 if cached is not None:
                     return self._answer_from_cache(job, cached, started)
@@ -160,6 +160,7 @@ class SplitterService:
         execution = ExecutionInput(
             job_id=job.job_id,
             language=job.language,
+            prompt=job.prompt,
             queue_url=self._settings.queue_url(job.priority),
             chunks=refs,
         )

@@ -170,6 +170,7 @@ class WorkerService:
                 self._store.get_bytes(chunk.key),
                 chunk.key.rsplit("/", 1)[-1],
                 language=language,
+                prompt=task.prompt,
                 remaining_s=remaining_s,
             )
             value = CachedChunk.of(result)
@@ -183,7 +184,9 @@ class WorkerService:
             return stored_here
         # Waiting for another worker's call must leave time to make our own.
         wait_s = None if remaining_s is None else max(0.0, remaining_s / 2)
-        value, level = self._cache.chunk(chunk, call_api, language=language, wait_s=wait_s)
+        value, level = self._cache.chunk(
+            chunk, call_api, language=language, prompt=task.prompt, wait_s=wait_s
+        )
         return stored_here if level is None else store(value, 0, level)
 
     def _answer_failure(self, token: str, reason: str, log_keys: dict[str, object]) -> None:
