@@ -1,4 +1,5 @@
 // sttpipe web client: no framework, no build step. Copy it and change what you need.
+// 0. hash the file in a Web Worker            (a recording already transcribed is not sent)
 // 1. POST /uploads -> a pre-signed S3 form   2. POST the file straight to S3 (progress bar)
 // 3. poll GET /jobs/{id} until it ends         4. show the transcript and the download links
 // 5. if some chunks failed: POST /jobs/{id}/rerun redoes only those, then back to 3
@@ -29,6 +30,26 @@ async function api(path, options = {}) {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(`${response.status}: ${body.message || response.statusText}`);
   return body;
+}
+
+// The file's SHA-256, from a Web Worker: the API completes a recording this tenant already
+// transcribed without an upload. Null where the browser cannot hash (WebCrypto needs https or
+// localhost) or hashing failed: that only costs the upload.
+function sha256Of(file, onProgress) {
+  if (!window.crypto?.subtle || !window.Worker) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const worker = new Worker("hash-worker.js");
+    worker.onmessage = ({ data }) => {
+      if (data.progress !== undefined) return onProgress(data.progress);
+      worker.terminate();
+      resolve(data.sha256 || null);
+    };
+    worker.onerror = () => {
+      worker.terminate();
+      resolve(null);
+    };
+    worker.postMessage(file);
+  });
 }
 
 // XMLHttpRequest, not fetch: only it reports upload progress.
@@ -128,10 +149,19 @@ $("upload-form").addEventListener("submit", (event) => {
       priority: $("priority").value,
     };
     if ($("language").value) request.language = $("language").value;
-    const ticket = await api("/uploads", { method: "POST", body: JSON.stringify(request) });
+    if ($("prompt").value.trim()) request.prompt = $("prompt").value.trim();
     $("progress-section").hidden = false;
+    $("upload-note").textContent = "";
+    const sha256 = await sha256Of(file, (share) => ($("hash-progress").value = share * 100));
+    if (sha256) request.sha256 = sha256;
+    $("hash-progress").value = 100;
+    const ticket = await api("/uploads", { method: "POST", body: JSON.stringify(request) });
     $("job-id").textContent = ticket.job_id;
-    await uploadToS3(ticket.upload, file, (share) => ($("upload-progress").value = share * 100));
+    if (ticket.upload) {
+      await uploadToS3(ticket.upload, file, (share) => ($("upload-progress").value = share * 100));
+    } else {
+      $("upload-note").textContent = "already transcribed: nothing uploaded";
+    }
     $("upload-progress").value = 100;
     await showResult(await follow(ticket.job_id));
   });

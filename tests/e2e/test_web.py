@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sttpipe_testing.audio import read_pcm, scaled, write_wav
 
+from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
 
 pytestmark = pytest.mark.e2e
@@ -98,6 +99,23 @@ def test_page_uploads_follows_and_shows_the_transcript(
         assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt")]
         assert page.locator("#chunks span.DONE").count() >= 1
         assert page.is_hidden("#rerun")
+        assert errors == []
+
+        # The same recording again: hashed in a Web Worker, known, never uploaded.
+        calls = pipeline.speech.stats()["requests_total"]
+        first_job = page.text_content("#job-id")
+        page.click("#start")
+        page.wait_for_function(
+            f"document.querySelector('#job-id').textContent !== {first_job!r}", timeout=60_000
+        )
+        again = page.text_content("#job-id") or ""
+        assert page.text_content("#upload-note") == "already transcribed: nothing uploaded"
+        assert page.get_attribute("#hash-progress", "value") == "100"
+        client = PipelineClient(pipeline.api_url, token=pipeline.token())
+        job = client.job(again)
+        client.close()
+        assert job["status"] == "COMPLETED" and job["stats"]["upload_cache_hit"]
+        assert pipeline.speech.stats()["requests_total"] == calls
         assert errors == []
 
 
