@@ -37,6 +37,7 @@ from localcloud.speech_server import Engine, load_engine
 from sttpipe.audio import SAMPLE_RATE, SplitOptions, decode_bytes, split_file
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkTranscript, Segment
+from sttpipe.domain.transcripts import Transcript
 from sttpipe.transcript import assemble
 
 VOICES = ("slt", "rms", "awb", "kal16")
@@ -160,7 +161,7 @@ class Runner:
         )
         return result.text, [(s.start_s, s.end_s, s.text) for s in result.segments]
 
-    def chunks(self, pieces: list[tuple[int, int, bytes]]) -> str:
+    def chunks(self, pieces: list[tuple[int, int, bytes]]) -> Transcript:
         """Transcribe (start_ms, end_ms, pcm) pieces in parallel; assemble as the merge does."""
 
         def one(index: int) -> ChunkTranscript:
@@ -184,7 +185,7 @@ class Runner:
 
         with ThreadPoolExecutor(self.workers) as pool:
             results = list(pool.map(one, range(len(pieces))))
-        return assemble(results, []).text
+        return assemble(results, [])
 
 
 def stitched(path: Path, runner: Runner, max_chunk_s: float) -> tuple[str, int, float]:
@@ -200,7 +201,7 @@ def stitched(path: Path, runner: Runner, max_chunk_s: float) -> tuple[str, int, 
         if c.has_speech
     ]
     sent = sum(len(p) for _, _, p in pieces) / 2 / SAMPLE_RATE
-    return runner.chunks(pieces), len(pieces), sent
+    return runner.chunks(pieces).text, len(pieces), sent
 
 
 def whole(pcm: bytes, runner: Runner) -> tuple[str, int, float]:
@@ -214,7 +215,7 @@ def fixed(pcm: bytes, runner: Runner) -> tuple[str, int, float]:
         for at in range(0, len(pcm), step)
         if (part := pcm[at : at + step])
     ]
-    return runner.chunks(pieces), len(pieces), len(pcm) / 2 / SAMPLE_RATE
+    return runner.chunks(pieces).text, len(pieces), len(pcm) / 2 / SAMPLE_RATE
 
 
 Method = Callable[[Path, bytes, Runner], tuple[str, int, float]]
