@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import random
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -169,7 +170,13 @@ class PipelineRun:
                 f"{last_answer - first_call:.1f} ({len(calls)} of ~{sum(audio) / len(audio):.0f} s"
                 f" audio), after {wall - last_answer - merge_s:.1f}, merge {merge_s:.1f}"
             )
+            stages += f"; splitter peak {self.splitter_peak_mb()} MB"
         return Figures(name, wall, len(calls), submitted.uploaded_bytes, ideal, stages)
+
+    def splitter_peak_mb(self) -> int:
+        """The last splitter invocation's peak memory, from its REPORT line."""
+        log = (self.pipeline.cloud.log_dir / "SplitterFunction.log").read_text()
+        return int(re.findall(r"Max Memory Used: (\d+) MB", log)[-1])
 
     def close(self) -> None:
         self.client.close()

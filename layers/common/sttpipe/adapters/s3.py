@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -22,6 +23,9 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # A conditional write lost: the object exists (412), or a concurrent conditional write to the
 # same key is still in progress (409).
 _LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# Downloads: four ranged GETs at once and few parts queued for the disk. boto3's defaults (ten,
+# and a hundred) held 58 MB more of a 105 MB upload in memory for a few percent of speed.
+_DOWNLOAD = TransferConfig(max_concurrency=4, max_io_queue=16)
 
 
 @functools.cache
@@ -66,7 +70,7 @@ class S3ObjectStore:
         """Stream the object into a temporary file (never all in memory) and yield it rewound."""
         with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
             try:
-                self._s3.download_fileobj(self.bucket, key, tmp)
+                self._s3.download_fileobj(self.bucket, key, tmp, Config=_DOWNLOAD)
             except ClientError as exc:
                 if _is_missing(exc):
                     raise ObjectNotFound(key) from exc
