@@ -183,6 +183,25 @@ def test_unbroken_sound_forces_hard_cuts_with_overlap(tmp_path: Path) -> None:
     assert first[-32000:] == second[:32000] == source[9 * 32000 : 10 * 32000]
 
 
+def test_a_hard_cut_falls_between_words_and_so_does_the_next_chunks_start(
+    tmp_path: Path,
+) -> None:
+    # Words of 0.37 s with 60 ms gaps between them: no pause long enough to cut at, and the
+    # longest chunk (10 s) ends inside a word. Gaps run 0.37-0.43 s into every 0.43 s.
+    source = (tone(0.37) + silence(0.06)) * 60
+    chunks = split_pcm(tmp_path, source)
+
+    def in_a_gap(ms: int) -> bool:
+        return 370 <= ms % 430 <= 430 or ms % 430 == 0
+
+    assert len(chunks) >= 3
+    for before, after in itertools.pairwise(chunks):
+        assert 9_000 <= before.end_ms - before.start_ms <= 10_000
+        assert in_a_gap(before.end_ms)
+        assert in_a_gap(after.start_ms)
+        assert before.end_ms - after.start_ms >= 1_000  # the overlap, at least overlap_s
+
+
 def test_long_silence_becomes_chunks_marked_silent(tmp_path: Path) -> None:
     source = tone(4) + silence(26) + tone(4)
     chunks = split_pcm(tmp_path, source)

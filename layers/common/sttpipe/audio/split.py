@@ -18,8 +18,11 @@ Choosing the cut (all positions relative to the window's start):
    last: a sentence break beats a breath or a stop consonant.
 3. Otherwise the pause whose cut lies nearest the aim, anywhere from `min_chunk_s` to
    `max_chunk_s`.
-4. Otherwise (no pause at all within `max_chunk_s`) a hard cut at `max_chunk_s`; the next chunk
-   then starts `overlap_s` earlier, so a word cut in two is whole in one of them.
+4. Otherwise (no pause at all within `max_chunk_s`) a hard cut in the last HARD_CUT_SEARCH_S
+   before `max_chunk_s`, at its quietest moment (between two words, most likely, even in speech
+   with no pause); the next chunk then starts at least `overlap_s` earlier, at the quietest
+   moment of the HARD_CUT_SEARCH_S before that, so that a word the cut clipped is whole in one
+   of them and neither starts inside a word where it can help it.
 Every chunk but the last of a file is at least `min_chunk_s` long; none is longer than
 `max_chunk_s`.
 
@@ -32,6 +35,7 @@ someone speaks (`speech`), so that times map back to the recording.
 
 from __future__ import annotations
 
+import array
 import itertools
 import math
 import os
@@ -81,6 +85,7 @@ SEARCH_MAX_S = 10.0  # speech has a sentence break every few seconds; longer chu
 PAUSE_KEEP_S = 0.2
 MIN_SPEECH_S = 0.15
 SENT_PAUSE_PAD_S = 0.3
+HARD_CUT_SEARCH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,7 @@ class _Cutter:
         self._keep = _frames(PAUSE_KEEP_S)
         self._min_speech = _frames(MIN_SPEECH_S)
         self._pad = _frames(SENT_PAUSE_PAD_S)
+        self._hard_search = _frames(HARD_CUT_SEARCH_S)
         self._pcm = bytearray()
         self._flags = bytearray()  # one per whole frame of _pcm (and a padded last one at EOF)
         self._start = 0  # absolute sample of _pcm[0]
@@ -325,7 +331,10 @@ class _Cutter:
             cut = self._choose_cut(self._flags[: self._max], final=False)  # a block may overrun
             if cut is None:
                 self.hard_cuts += 1
-                yield self._emit(self._max, self._max - self._overlap, "hard")
+                end = self._quietest(max(self._min, self._max - self._hard_search), self._max)
+                latest = max(1, end - self._overlap)
+                resume = self._quietest(max(1, latest - self._hard_search), latest)
+                yield self._emit(end, resume, "hard")
             else:
                 yield self._emit(cut, cut, "pause")
 
@@ -377,6 +386,17 @@ class _Cutter:
         if candidates:
             return min(candidates, key=lambda p: (abs(p[2] - aim), p[0] - p[1]))[2]
         return None
+
+    def _quietest(self, low: int, high: int) -> int:
+        """The frame boundary in [low, high] with the least energy in the frames on either side
+        of it (the latest among equals): where a cut through speech least likely clips a word."""
+
+        def energy(frame: int) -> int:
+            frame = min(frame, len(self._pcm) // FRAME_BYTES - 1)
+            samples = array.array("h", self._pcm[frame * FRAME_BYTES : (frame + 1) * FRAME_BYTES])
+            return sum(s * s for s in samples)
+
+        return min(range(low, high + 1), key=lambda c: (energy(c - 1) + energy(c), -c))
 
     def _aim(self) -> int:
         """Where in the window to cut: one target length past the multiple of it nearest the
