@@ -202,6 +202,19 @@ def test_overlap_tolerates_a_word_clipped_by_either_cut() -> None:
     assert t.text == "Мы зашли в булочную на самом углу дома и купили хлеба."
 
 
+def test_overlap_tolerates_a_few_words_misheard_at_the_next_chunks_start() -> None:
+    # Heard by bench_seams.py at a hard cut: the second chunk, starting 1.7 s before the cut,
+    # heard "day at work" as "they at once" without the words before it.
+    t = assemble(
+        [
+            chunk(0, 0, 9_100, "It was his first day at work. She painted the"),
+            chunk(1, 7_400, 17_000, "they at once she painted the fence red."),
+        ],
+        [],
+    )
+    assert t.text == "It was his first day at work. She painted the fence red."
+
+
 def test_overlap_match_ignores_case_and_punctuation() -> None:
     t = assemble(
         [

@@ -30,6 +30,11 @@ from sttpipe.transcript.timing import Region, Timeline, place
 
 # Speech runs at up to ~5 words a second: no more words than that can sit in the overlap.
 _WORDS_PER_SECOND = 5
+# Words at the end of a chunk cut through speech, and at the start of the next, that the engine
+# may mishear without the words beyond them (measured with benchmarks/bench_seams.py: "brief
+# fella" for "tree fell" at an end, "there they are the" for "the old" at a start).
+_GARBLED_TAIL = 2
+_GARBLED_HEAD = 4
 # Sentences apart by a pause this long never share a cue: no cue lingers through a silence.
 _CUE_BREAKING_PAUSE_MS = 500
 
@@ -189,10 +194,11 @@ def _drop_repeat(
     before: list[_Span], after: list[_Span], overlap_ms: int
 ) -> tuple[list[_Span], list[_Span]]:
     """Remove the words `after` repeats from the end of `before`, if the texts show a repeat."""
-    reach = 2 + math.ceil(overlap_ms * _WORDS_PER_SECOND / 1000)
+    fits = math.ceil(overlap_ms * _WORDS_PER_SECOND / 1000)
+    reach = 2 + fits
     tail = _words(before)[-reach:]
     head = _words(after)[:reach]
-    match = _align([w.norm for w in tail], [w.norm for w in head])
+    match = _align([w.norm for w in tail], [w.norm for w in head], fits)
     if match is None:
         return before, after
     cut_tail, length, cut_head = match
@@ -207,19 +213,25 @@ def _drop_repeat(
     return before, after
 
 
-def _align(tail: list[str], head: list[str]) -> tuple[int, int, int] | None:
+def _align(tail: list[str], head: list[str], fits: int) -> tuple[int, int, int] | None:
     """(words to cut from the tail's end, repeated words, words before them in the head).
 
-    The longest run that ends the tail and starts the head is the repeat. One word at the cut
-    (at the tail's end and/or the head's start) may differ, since the cut clips it; that
-    tolerance needs a repeat of two words or more, so a lone common word never decides.
+    The longest run that ends the tail and starts the head is the repeat. Up to _GARBLED_TAIL
+    words at the tail's end and _GARBLED_HEAD at the head's start may differ: the cut clips
+    them and the engine hears them without the words beyond. That tolerance needs a repeat of
+    two words or more (three past one misheard word), so a lone common word never decides, and
+    past one misheard word at the head the repeat must end within the `fits` words the overlap
+    can hold, so that a formula said in every chunk is not taken for one.
     """
     best: tuple[tuple[int, int], tuple[int, int, int]] | None = None
-    for cut_tail in (0, 1):
-        for cut_head in (0, 1):
-            shortest = 2 if cut_tail or cut_head else 1
+    for cut_tail in range(_GARBLED_TAIL + 1):
+        for cut_head in range(_GARBLED_HEAD + 1):
+            shortest = 1 + int(cut_tail > 0 or cut_head > 0) + int(cut_tail + cut_head > 1)
             end = len(tail) - cut_tail
-            for n in range(min(end, len(head) - cut_head), shortest - 1, -1):
+            longest = min(end, len(head) - cut_head)
+            if cut_head > 1:
+                longest = min(longest, fits - cut_head)
+            for n in range(longest, shortest - 1, -1):
                 if tail[end - n : end] == head[cut_head : cut_head + n]:
                     rank = (n, -(cut_tail + cut_head))
                     if best is None or rank > best[0]:
