@@ -85,7 +85,8 @@ class UploadRequest(BaseModel):
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="The file's SHA-256 (hex). A recording this tenant already transcribed in "
-        "this language completes at once: the answer is COMPLETED and has no upload form.",
+        "this language with this prompt completes at once: the answer is COMPLETED and has no "
+        "upload form.",
     )
 
     @field_validator("content_type")
