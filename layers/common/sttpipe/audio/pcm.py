@@ -37,6 +37,9 @@ def canonical_pcm_sha256(pcm: bytes) -> str:
     return hashlib.sha256(pcm).hexdigest()
 
 
+ENCODE_FRAME_SAMPLES = 10 * SAMPLE_RATE
+
+
 def encode_flac(pcm_s16le_16k_mono: bytes) -> bytes:
     """Encode canonical PCM as a FLAC file in memory: lossless, about half the size of WAV."""
     _check_pcm(pcm_s16le_16k_mono)
@@ -44,14 +47,16 @@ def encode_flac(pcm_s16le_16k_mono: bytes) -> bytes:
     # No 8 KB padding block: nobody edits these files' tags, and silent chunks shrink to ~100 B.
     with av.open(out, "w", format="flac", options={"metadata_header_padding": "0"}) as container:
         stream = container.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
-        samples = len(pcm_s16le_16k_mono) // SAMPLE_WIDTH
-        if samples:
-            # One frame for the whole chunk: PyAV re-blocks it to the encoder's frame size.
-            frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-            frame.planes[0].update(pcm_s16le_16k_mono)
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = 0
-            container.mux(stream.encode(frame))
+        # In frames of ENCODE_FRAME_SAMPLES, not one of the whole chunk: a copy of a 300 s chunk
+        # would be another 9.6 MB held while it is encoded.
+        with memoryview(pcm_s16le_16k_mono) as pcm:
+            for start in range(0, len(pcm) // SAMPLE_WIDTH, ENCODE_FRAME_SAMPLES):
+                block = pcm[start * SAMPLE_WIDTH : (start + ENCODE_FRAME_SAMPLES) * SAMPLE_WIDTH]
+                frame = av.AudioFrame(format="s16", layout="mono", samples=len(block) // 2)
+                frame.planes[0].update(block)
+                frame.sample_rate = SAMPLE_RATE
+                frame.pts = start
+                container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return out.getvalue()
 

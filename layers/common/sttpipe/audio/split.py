@@ -443,11 +443,13 @@ class _Cutter:
         samples = min(end * FRAME_SAMPLES, len(self._pcm) // SAMPLE_WIDTH)
         speech = self._speech_runs(end)
         sent = self._sent_runs(speech, end)
-        # The last frame of a file may be padded: never read past the samples there are.
-        pcm = b"".join(
-            bytes(self._pcm[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH])
-            for a, b in sent
-        )
+        # The last frame of a file may be padded: never read past the samples there are. Views,
+        # so that the chunk's PCM is copied once (the window must be free to shrink after).
+        with memoryview(self._pcm) as window:
+            pcm = b"".join(
+                window[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH]
+                for a, b in sent
+            )
         end_ms = self._ms_of_sample(samples)
         chunk = AudioChunk(
             index=self.chunks,
