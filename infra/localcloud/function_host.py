@@ -400,29 +400,32 @@ class FunctionHost:
         pool: _Pool,
         executor: ThreadPoolExecutor,
     ) -> None:
-        """One event source: receive a batch, wait for a process (the pool serves sources in
-        the order of `rank`, each up to its MaximumConcurrency), hand it over, repeat. While
-        the batch waits, the next is not received: at most one waits per source."""
+        """One event source: receive batches for its free concurrency and one more, hand each
+        to a process as the pool allows (it serves sources in the order of `rank`, each up to
+        its MaximumConcurrency), repeat. The one more waits in line, so that a busy source's
+        next batch is there when its process frees, however slow a receive is."""
         sqs = self.stack.endpoint.client("sqs")
         share = _Share(min(len(pool.instances), source.event.maximum_concurrency or _UNBOUNDED))
+        size = min(source.event.batch_size, _MAX_RECEIVE)
         while not self._stopping.is_set():
+            wanted = max(1, share.allowed + 1 - share.running)
             try:
-                messages = self._receive(sqs, source, min(source.event.batch_size, _MAX_RECEIVE))
+                messages = self._receive(sqs, source, min(wanted * size, _MAX_RECEIVE))
             except Exception:
                 log.exception("%s: receiving from %s failed", fn.logical_id, source.queue_url)
                 self._stopping.wait(1)
                 continue
-            if not messages:
-                continue
-            instance = None
-            while instance is None and not self._stopping.is_set():
-                instance = pool.acquire(0.5, rank, share)
-            if instance is None:  # stopping: the messages come back after their timeout
-                return
-            future = executor.submit(
-                self._run_batch, sqs, fn, pool, instance, share, source, messages
-            )
-            future.add_done_callback(_log_failure)
+            for start in range(0, len(messages), size):
+                instance = None
+                while instance is None and not self._stopping.is_set():
+                    instance = pool.acquire(0.5, rank, share)
+                if instance is None:  # stopping: the messages come back after their timeout
+                    return
+                batch = messages[start : start + size]
+                future = executor.submit(
+                    self._run_batch, sqs, fn, pool, instance, share, source, batch
+                )
+                future.add_done_callback(_log_failure)
 
     def _receive(self, sqs: Any, source: BoundSqsSource, count: int) -> list[dict[str, Any]]:
         if self._stopping.is_set():
