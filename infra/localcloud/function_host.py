@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 _SPAWN: Final = multiprocessing.get_context("spawn")
 _MAX_RECEIVE: Final = 10  # SQS ReceiveMessage returns at most 10 messages per call
-_UNBOUNDED: Final = 1 << 30  # a source without ScalingConfig: only the pool bounds it
 # What a function process inherits from the host's environment; the rest is the template's.
 _PASSTHROUGH: Final = (
     "PATH",
@@ -116,6 +115,10 @@ class _Instance:
     @property
     def warm(self) -> bool:
         return self._process is not None and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else int(self._process.pid)
 
     def warm_up(self) -> None:
         """Start the process now (an init that fails is retried on first use)."""
@@ -323,8 +326,8 @@ class FunctionHost:
     # -- lifecycle
 
     def start(self) -> None:
-        if self._prewarm:
-            instances = [i for pool in self.pools.values() for i in pool.instances]
+        instances = [i for pool in self.pools.values() for i in pool.instances]
+        if self._prewarm and instances:
             with ThreadPoolExecutor(len(instances), thread_name_prefix="prewarm") as starter:
                 wait([starter.submit(i.warm_up) for i in instances])
         for lid, pool in self.pools.items():
@@ -405,7 +408,8 @@ class FunctionHost:
         its MaximumConcurrency), repeat. The one more waits in line, so that a busy source's
         next batch is there when its process frees, however slow a receive is."""
         sqs = self.stack.endpoint.client("sqs")
-        share = _Share(min(len(pool.instances), source.event.maximum_concurrency or _UNBOUNDED))
+        processes = len(pool.instances)
+        share = _Share(min(processes, source.event.maximum_concurrency or processes))
         size = min(source.event.batch_size, _MAX_RECEIVE)
         while not self._stopping.is_set():
             wanted = max(1, share.allowed + 1 - share.running)

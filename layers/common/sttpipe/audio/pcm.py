@@ -49,14 +49,14 @@ def encode_flac(pcm_s16le_16k_mono: bytes) -> bytes:
         stream = container.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
         # In frames of ENCODE_FRAME_SAMPLES, not one of the whole chunk: a copy of a 300 s chunk
         # would be another 9.6 MB held while it is encoded.
-        with memoryview(pcm_s16le_16k_mono) as pcm:
-            for start in range(0, len(pcm) // SAMPLE_WIDTH, ENCODE_FRAME_SAMPLES):
-                block = pcm[start * SAMPLE_WIDTH : (start + ENCODE_FRAME_SAMPLES) * SAMPLE_WIDTH]
-                frame = av.AudioFrame(format="s16", layout="mono", samples=len(block) // 2)
-                frame.planes[0].update(block)
-                frame.sample_rate = SAMPLE_RATE
-                frame.pts = start
-                container.mux(stream.encode(frame))
+        pcm = pcm_s16le_16k_mono
+        for start in range(0, len(pcm) // SAMPLE_WIDTH, ENCODE_FRAME_SAMPLES):
+            block = pcm[start * SAMPLE_WIDTH : (start + ENCODE_FRAME_SAMPLES) * SAMPLE_WIDTH]
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(block) // SAMPLE_WIDTH)
+            frame.planes[0].update(block)
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = start
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return out.getvalue()
 
