@@ -34,7 +34,11 @@ def record_handler(record: SQSRecord) -> None:
     # real S3 sends (userIdentity, ownerIdentity), and only the object matters here.
     for s3_record in S3Event(body).records:
         obj = s3_record.s3.get_object
-        outcome = splitter_service().handle_upload(obj.key, etag=obj.etag or "")
+        outcome = splitter_service().handle_upload(
+            obj.key,
+            etag=obj.etag or "",
+            receive_count=int(record.attributes.approximate_receive_count),
+        )
         logger.append_keys(job_id=outcome.job_id)
         tracer.put_annotation("job_id", outcome.job_id)
 

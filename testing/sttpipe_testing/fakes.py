@@ -13,7 +13,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,6 +146,7 @@ class InMemoryJobRepository:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._chunks: dict[str, dict[int, ChunkProgress]] = {}
+        self._content: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def add(self, job: Job) -> None:
@@ -180,28 +181,56 @@ class InMemoryJobRepository:
                 stored.setdefault(chunk.index, chunk.model_copy())
 
     def set_chunk_state(
-        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
-    ) -> None:
+        self,
+        job_id: str,
+        index: int,
+        state: ChunkState,
+        *,
+        error: str | None = None,
+        run: int | None = None,
+    ) -> bool:
         with self._lock:
             stored = self._chunks.get(job_id, {})
             if index not in stored:
                 raise JobNotFound(f"{job_id} chunk {index}")
+            if run is not None and self._jobs[job_id].runs != run:
+                return False
             stored[index] = stored[index].model_copy(update={"state": state, "error": error})
+            return True
 
     def finish(
-        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
-    ) -> None:
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        stats: dict[str, Any],
+        reason: str | None = None,
+        run: int | None = None,
+    ) -> bool:
         with self._lock:
             job = self._job(job_id)
-            if status.is_final or not job.status.is_final:
-                self._jobs[job_id] = job.model_copy(
-                    update={
-                        "status": status,
-                        "stats": json.loads(json.dumps(stats)),  # as a jsonb round trip would
-                        "failure_reason": reason,
-                        "updated_at": _now(),
-                    }
-                )
+            if run is not None and job.runs != run:
+                return False
+            if not (status.is_final or not job.status.is_final):
+                return False
+            self._jobs[job_id] = job.model_copy(
+                update={
+                    "status": status,
+                    "stats": json.loads(json.dumps(stats)),  # as a jsonb round trip would
+                    "failure_reason": reason,
+                    "updated_at": _now(),
+                }
+            )
+            return True
+
+    def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
+        with self._lock:
+            self._job(job_id)
+            self._content.setdefault(job_id, set()).update(content_sha256s)
+
+    def content_hashes(self, job_id: str) -> list[str]:
+        with self._lock:
+            return sorted(self._content.get(job_id, ()))
 
     def reopen(self, job_id: str) -> int | None:
         with self._lock:
@@ -245,6 +274,7 @@ class InMemoryJobRepository:
         with self._lock:
             self._jobs.pop(job_id, None)
             self._chunks.pop(job_id, None)
+            self._content.pop(job_id, None)
 
     def _job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)

@@ -277,6 +277,41 @@ def test_reopen_takes_a_job_back_with_only_its_unfinished_chunks(
         repo.reopen("no-such-job")
 
 
+def test_an_earlier_runs_finish_or_chunk_answer_changes_nothing(
+    repo: JobRepository, tenant: str
+) -> None:
+    job = ended_job(repo, tenant, JobStatus.PARTIAL, [ChunkState.DONE, ChunkState.FAILED])
+    assert repo.reopen(job.job_id) == 2
+
+    # Run 1's merge and a chunk answer of it, delivered again once the re-run has begun.
+    assert not repo.finish(job.job_id, JobStatus.PARTIAL, stats={}, reason="run 1", run=1)
+    assert not repo.set_chunk_state(job.job_id, 1, ChunkState.FAILED, error="run 1", run=1)
+    view = repo.get(job.job_id)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason) == (JobStatus.TRANSCRIBING, None)
+    assert (view.chunks[1].state, view.chunks[1].error) == (PENDING, None)
+    assert repo.reopen(job.job_id) is None  # no third run beside the second
+
+    assert repo.set_chunk_state(job.job_id, 1, ChunkState.DONE, run=2)
+    assert repo.finish(job.job_id, JobStatus.COMPLETED, stats={}, run=2)
+    assert status_of(repo, job.job_id) == (JobStatus.COMPLETED, None)
+    with pytest.raises(JobNotFound):
+        repo.set_chunk_state(job.job_id, 7, ChunkState.DONE, run=2)
+
+
+def test_content_hashes_are_kept_with_the_job(repo: JobRepository, tenant: str) -> None:
+    job = new_job(tenant)
+    repo.add(job)
+    assert repo.content_hashes(job.job_id) == []
+    repo.remember_content(job.job_id, ["b" * 64, "a" * 64])
+    repo.remember_content(job.job_id, ["a" * 64, "c" * 64])  # a redelivered split adds again
+    assert repo.content_hashes(job.job_id) == ["a" * 64, "b" * 64, "c" * 64]
+    repo.delete(job.job_id)
+    assert repo.content_hashes(job.job_id) == []
+    with pytest.raises(JobNotFound):
+        repo.remember_content(job.job_id, ["d" * 64])
+
+
 @pytest.mark.parametrize(
     "status",
     [

@@ -256,6 +256,41 @@ def test_delete_forgets_the_jobs_cache_entries(api: SimpleNamespace) -> None:
     assert forgotten == [("acme", ["a" * 64, "b" * 64])]
 
 
+def test_delete_forgets_the_cache_entries_after_the_manifest_expired(api: SimpleNamespace) -> None:
+    class FlakyCache:
+        """A cache level that is down on the first delete."""
+
+        def __init__(self) -> None:
+            self.down = True
+            self.forgotten: list[str] = []
+
+        def forget(self, scope: str, hashes: list[str]) -> int:
+            if self.down:
+                self.down = False
+                raise ConnectionError("Redis unreachable")
+            self.forgotten += hashes
+            return len(hashes)
+
+    cache = FlakyCache()
+    api.service._cache = cache
+    _, ticket = call(api, "POST", "/uploads", body=UPLOAD)
+    job_id = ticket["job_id"]
+    # What the splitter kept with the job's rows; the manifest is gone (lifecycle: 7 days).
+    api.jobs.remember_content(job_id, ["a" * 64, "b" * 64])
+    api.jobs.finish(job_id, JobStatus.COMPLETED, stats={})
+    api.store.put_bytes(keys.transcript(job_id, "txt"), b"x", "text/plain")
+
+    with pytest.raises(ConnectionError):  # the API answers 500; nothing is gone yet
+        api.service.delete(job_id, "acme")
+    assert api.store.size(keys.transcript(job_id, "txt")) == 1
+
+    assert call(api, "DELETE", f"/jobs/{job_id}") == (
+        200,
+        {"objects_deleted": 1, "cache_entries_deleted": 2},
+    )
+    assert cache.forgotten == ["a" * 64, "b" * 64]
+
+
 def _split(api: SimpleNamespace, job_id: str, failed: list[int]) -> None:
     """The job was split into three chunks, and ended PARTIAL with `failed` failed."""
     refs = [

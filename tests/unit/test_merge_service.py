@@ -189,9 +189,11 @@ def test_a_failure_of_the_state_machine_itself_fails_the_job(world: World) -> No
     assert view.job.failure_reason == "The job's state machine failed with States.Timeout."
 
 
-def _merge(service: MergeService, workflow: InMemoryWorkflow, *outcomes: ChunkOutcome) -> JobStatus:
+def _merge(
+    service: MergeService, workflow: InMemoryWorkflow, *outcomes: ChunkOutcome, run: int = 1
+) -> JobStatus | None:
     return service.merge(
-        MergeTask(task_token=workflow.open_task(), job_id=JOB_ID, results=list(outcomes))
+        MergeTask(task_token=workflow.open_task(), job_id=JOB_ID, results=list(outcomes), run=run)
     )
 
 
@@ -208,7 +210,7 @@ def test_a_rerun_merges_its_chunks_with_those_an_earlier_run_stored(world: World
     assert jobs.reopen(JOB_ID) == 2
 
     # The re-run's Map held only chunk 1.
-    assert _merge(service, workflow, _done(store, 1, "Second one.")) is JobStatus.COMPLETED
+    assert _merge(service, workflow, _done(store, 1, "Second one."), run=2) is JobStatus.COMPLETED
 
     text = store.get_bytes(keys.transcript(JOB_ID, "txt")).decode()
     assert text.split() == ["First", "one.", "Second", "one.", "Third", "one."]
@@ -230,7 +232,9 @@ def test_a_chunk_of_a_rerun_with_no_stored_result_counts_as_failed(world: World)
     jobs.reopen(JOB_ID)
     store.delete_prefix(keys.chunk_result(JOB_ID, 0))  # e.g. removed by hand since
 
-    status = _merge(service, workflow, _done(store, 1, "Second one."), _done(store, 2, "Third."))
+    status = _merge(
+        service, workflow, _done(store, 1, "Second one."), _done(store, 2, "Third."), run=2
+    )
 
     assert status is JobStatus.PARTIAL
     view = jobs.get(JOB_ID)
@@ -240,3 +244,38 @@ def test_a_chunk_of_a_rerun_with_no_stored_result_counts_as_failed(world: World)
     document = json.loads(store.get_bytes(keys.transcript(JOB_ID, "json")))
     assert [f["index"] for f in document["failed_chunks"]] == [0]
     assert document["stats"]["chunks_transcribed"] == 2
+
+
+def test_a_late_merge_of_an_earlier_run_changes_nothing(world: World) -> None:
+    service, store, jobs, workflow = world
+    first_run = (_done(store, 0, "First one."), _failed(1), _done(store, 2, "Third one."))
+    assert _merge(service, workflow, *first_run) is JobStatus.PARTIAL
+    assert jobs.reopen(JOB_ID) == 2
+    written = store.get_bytes(keys.transcript(JOB_ID, "json"))
+
+    # Run 1's merge message again: an SQS duplicate, or a redriven dead letter.
+    token = workflow.open_task()
+    late = service.merge(MergeTask(task_token=token, job_id=JOB_ID, results=[*first_run], run=1))
+
+    assert late is None
+    view = jobs.get(JOB_ID)
+    assert view is not None
+    assert (view.job.status, view.job.runs) == (JobStatus.TRANSCRIBING, 2)
+    assert view.chunks[1].state is ChunkState.PENDING  # the re-run's chunk is not failed
+    assert store.get_bytes(keys.transcript(JOB_ID, "json")) == written
+    assert jobs.reopen(JOB_ID) is None  # no third run beside the second
+    assert workflow.answers[token].succeeded  # whoever waits for run 1 is let go
+
+
+def test_a_failure_notice_of_an_earlier_run_changes_nothing(world: World) -> None:
+    service, store, jobs, workflow = world
+    _merge(service, workflow, _done(store, 0, "First one."), _failed(1), _failed(2))
+    assert jobs.reopen(JOB_ID) == 2
+
+    service.record_failure(
+        JobFailureNotice(job_id=JOB_ID, error=TaskError(Error="States.Timeout"), run=1)
+    )
+
+    view = jobs.get(JOB_ID)
+    assert view is not None
+    assert (view.job.status, view.job.failure_reason) == (JobStatus.TRANSCRIBING, None)

@@ -85,9 +85,11 @@ def test_sample_is_cut_into_chunks_and_handed_to_the_priority_queue() -> None:
 def test_a_repeated_notification_does_not_split_twice() -> None:
     world = World()
     key = world.upload(SAMPLE.read_bytes())
-    world.service.handle_upload(key)
+    first = world.service.handle_upload(key)
+    manifest = world.store.get_bytes(keys.manifest(JOB_ID))
     again = world.service.handle_upload(key)
-    assert again.status is JobStatus.TRANSCRIBING and again.chunks == 0
+    assert again == first  # the stored split, resumed: its execution exists already
+    assert world.store.get_bytes(keys.manifest(JOB_ID)) == manifest
     assert len(world.workflow.executions) == 1
 
 
@@ -174,3 +176,81 @@ def test_a_pinned_chunk_length_wins_over_the_sizing() -> None:
     )
 
     assert service.handle_upload(world.upload(SAMPLE.read_bytes())).chunks == 2
+
+
+class FlakyWorkflow(InMemoryWorkflow):
+    """Step Functions refusing the first StartExecution (throttled, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = 1
+
+    def start(self, job_id: str, execution_input: str, run: int = 1) -> str:
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("ThrottlingException: Rate exceeded")
+        return super().start(job_id, execution_input, run)
+
+
+def test_a_start_that_failed_is_made_by_the_redelivered_upload() -> None:
+    world = World()
+    world.workflow = FlakyWorkflow()
+    world.service = SplitterService(world.store, world.jobs, world.workflow, world.settings)
+    key = world.upload(SAMPLE.read_bytes())
+
+    with pytest.raises(RuntimeError, match="Throttling"):
+        world.service.handle_upload(key)
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.SPLITTING  # not claimed yet
+    manifest = world.store.get_bytes(keys.manifest(JOB_ID))
+
+    outcome = world.service.handle_upload(key)  # SQS delivers the notification again
+
+    assert outcome.status is JobStatus.TRANSCRIBING
+    (execution_json,) = world.workflow.executions.values()
+    # The split stored before is resumed, not redone: its chunks are the ones started.
+    assert world.store.get_bytes(keys.manifest(JOB_ID)) == manifest
+    assert ExecutionInput.model_validate_json(execution_json) == (
+        Manifest.model_validate_json(manifest).execution
+    )
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.TRANSCRIBING
+
+
+def test_a_job_transcribing_without_its_execution_is_started_by_the_redelivery() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes())
+    world.service.handle_upload(key)
+    # As an earlier version left it: TRANSCRIBING claimed, then the start never happened.
+    world.workflow.executions.clear()
+
+    outcome = world.service.handle_upload(key)
+
+    assert outcome.status is JobStatus.TRANSCRIBING
+    assert len(world.workflow.executions) == 1
+
+
+class BrokenStore(InMemoryObjectStore):
+    def download(self, key: str):  # type: ignore[no-untyped-def]
+        raise OSError("connection reset by peer")
+
+
+def test_an_upload_that_fails_on_its_last_delivery_fails_its_job() -> None:
+    world = World(max_receives=3)
+    store = BrokenStore()
+    world.store = store
+    world.service = SplitterService(store, world.jobs, world.workflow, world.settings)
+    key = world.upload(b"RIFF")
+
+    with pytest.raises(OSError):
+        world.service.handle_upload(key, receive_count=2)
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.SPLITTING  # SQS tries again
+
+    with pytest.raises(OSError):  # still raised: the message belongs in the DLQ
+        world.service.handle_upload(key, receive_count=3)
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.FAILED
+    assert view.job.failure_reason == (
+        "The upload could not be split in 3 attempts (last: OSError); upload it again."
+    )

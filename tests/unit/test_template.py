@@ -90,11 +90,14 @@ def test_high_priority_gets_the_most_workers(template: dict[str, Any]) -> None:
     assert concurrency["HighPriority"] > concurrency["NormalPriority"] > concurrency["LowPriority"]
 
 
-def test_worker_gives_up_exactly_when_the_queues_redrive(template: dict[str, Any]) -> None:
-    worker = _functions(template)["WorkerFunction"]
-    max_receives = int(worker["Environment"]["Variables"]["STT_MAX_RECEIVES"])
+@pytest.mark.parametrize("function", ["WorkerFunction", "SplitterFunction"])
+def test_a_function_gives_up_exactly_when_its_queues_redrive(
+    template: dict[str, Any], function: str
+) -> None:
+    props = _functions(template)[function]
+    max_receives = int(props["Environment"]["Variables"]["STT_MAX_RECEIVES"])
     resources = template["Resources"]
-    for event in worker["Events"].values():
+    for event in props["Events"].values():
         queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
         redrive = resources[queue]["Properties"]["RedrivePolicy"]
         assert redrive["maxReceiveCount"] == max_receives, queue

@@ -65,8 +65,9 @@ class Settings(BaseSettings):
     # benchmarks and tests. None sizes each job for speed.
     chunk_target_s: float | None = Field(default=None, gt=0)
 
-    # How many receives a chunk message gets before the worker gives up on it; keep equal to
-    # the priority queues' redrive maxReceiveCount in template.yaml.
+    # How many receives a message gets before its function gives up on it (the worker on a
+    # chunk, the splitter on an upload, ending its job FAILED); keep equal to the queues'
+    # redrive maxReceiveCount in template.yaml.
     max_receives: int = 3
     # A delivery that failed for a reason that may pass is retried after
     # retry_backoff_base_s * 2**(receive - 1), jittered down to half, at most retry_backoff_max_s,

@@ -80,12 +80,40 @@ class JobRepository(Protocol):
     def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None: ...
 
     def set_chunk_state(
-        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
-    ) -> None: ...
+        self,
+        job_id: str,
+        index: int,
+        state: ChunkState,
+        *,
+        error: str | None = None,
+        run: int | None = None,
+    ) -> bool:
+        """Record a chunk's state; with `run`, only while that run is the job's current one.
+        False when a newer run owns the job; raises JobNotFound for an unknown chunk."""
+        ...
 
     def finish(
-        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
-    ) -> None: ...
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        stats: dict[str, Any],
+        reason: str | None = None,
+        run: int | None = None,
+    ) -> bool:
+        """Record a job's outcome: a final status always lands (unless `run` is given and a
+        newer run owns the job), a non-final one never replaces a final one. False when it did
+        not land."""
+        ...
+
+    def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
+        """Keep the hashes the job's cache entries are keyed by (its upload's, its chunks'), so
+        that deleting the job can find them for as long as the job exists."""
+        ...
+
+    def content_hashes(self, job_id: str) -> list[str]:
+        """The hashes remembered for the job, sorted; none for an unknown job."""
+        ...
 
     def reopen(self, job_id: str) -> int | None:
         """Take a PARTIAL or FAILED job back to TRANSCRIBING for a re-run, in one atomic step:

@@ -8,6 +8,7 @@ after waiting for a concurrent writer of the same row.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -108,30 +109,61 @@ class PostgresJobRepository:
                 raise JobNotFound(job_id) from exc
 
     def set_chunk_state(
-        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
-    ) -> None:
+        self,
+        job_id: str,
+        index: int,
+        state: ChunkState,
+        *,
+        error: str | None = None,
+        run: int | None = None,
+    ) -> bool:
         with self._pool.connection() as conn:
             cur = conn.execute(
-                "UPDATE job_chunks SET state = %s, error = %s, updated_at = now()"
-                " WHERE job_id = %s AND idx = %s",
-                (state.value, error, job_id, index),
+                "UPDATE job_chunks c SET state = %(state)s, error = %(error)s, updated_at = now()"
+                " FROM jobs j WHERE c.job_id = %(job)s AND c.idx = %(idx)s AND j.job_id = c.job_id"
+                " AND (%(run)s::int IS NULL OR j.runs = %(run)s)",
+                {"state": state.value, "error": error, "job": job_id, "idx": index, "run": run},
             )
-            if cur.rowcount == 0:
+            if cur.rowcount:
+                return True
+            found = conn.execute(
+                "SELECT 1 FROM job_chunks WHERE job_id = %s AND idx = %s", (job_id, index)
+            ).fetchone()
+            if found is None:
                 raise JobNotFound(f"{job_id} chunk {index}")
+            return False
 
     def finish(
-        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
-    ) -> None:
-        """Record the merge's outcome. A final status always lands (the merge is the authority
-        and a repeated merge writes the same); a non-final one never replaces a final one."""
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        stats: dict[str, Any],
+        reason: str | None = None,
+        run: int | None = None,
+    ) -> bool:
+        """Record the merge's outcome. A final status lands (the merge is the authority and a
+        repeated merge writes the same) unless `run` is no longer the job's; a non-final one
+        never replaces a final one. The row lock orders it against a concurrent reopen()."""
         with self._pool.connection() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = %s, stats = %s, failure_reason = %s, updated_at = now()"
-                " WHERE job_id = %s AND (%s OR status <> ALL(%s))",
-                (status.value, Jsonb(stats), reason, job_id, status.is_final, FINAL_STATUSES),
+                "UPDATE jobs SET status = %(status)s, stats = %(stats)s, failure_reason = %(why)s,"
+                " updated_at = now() WHERE job_id = %(job)s"
+                " AND (%(final)s OR status <> ALL(%(finals)s))"
+                " AND (%(run)s::int IS NULL OR runs = %(run)s)",
+                {
+                    "status": status.value,
+                    "stats": Jsonb(stats),
+                    "why": reason,
+                    "job": job_id,
+                    "final": status.is_final,
+                    "finals": FINAL_STATUSES,
+                    "run": run,
+                },
             )
             if cur.rowcount == 0:
                 self._require_job(conn, job_id)
+            return bool(cur.rowcount)
 
     def reopen(self, job_id: str) -> int | None:
         """Move a PARTIAL or FAILED job back to TRANSCRIBING for a re-run, with its unfinished
@@ -168,9 +200,31 @@ class PostgresJobRepository:
             ).fetchall()
         return [Job.model_validate(r) for r in rows]
 
+    def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
+        if not content_sha256s:
+            return
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            try:
+                cur.executemany(
+                    "INSERT INTO job_content (job_id, content_sha256) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [(job_id, sha) for sha in content_sha256s],
+                )
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise JobNotFound(job_id) from exc
+
+    def content_hashes(self, job_id: str) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT content_sha256 FROM job_content WHERE job_id = %s ORDER BY content_sha256",
+                (job_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def delete(self, job_id: str) -> None:
         with self._pool.connection() as conn:
-            conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,))  # chunks cascade
+            # Chunks and content hashes cascade.
+            conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,))
 
     @staticmethod
     def _require_job(conn: psycopg.Connection[Any], job_id: str) -> None:

@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS job_chunks (
     PRIMARY KEY (job_id, idx)
 );
 
+-- What the job's cache entries are keyed by (its upload's hash, its chunks' PCM hashes): a
+-- delete finds them here for as long as the job exists, not in an object that expires.
+CREATE TABLE IF NOT EXISTS job_content (
+    job_id          text NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    content_sha256  text NOT NULL CHECK (content_sha256 ~ '^[0-9a-f]{64}$'),
+    PRIMARY KEY (job_id, content_sha256)
+);
+
 -- L3 of the transcript cache (sttpipe/cache/postgres.py): content-addressed entries, one per
 -- key, for chunks (kind 'chunk') and whole uploads ('upload'). `value` holds the same sealed
 -- bytes as Redis does. Rows past expires_at are never served; the cache warmer deletes them.

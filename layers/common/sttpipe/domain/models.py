@@ -192,6 +192,8 @@ class ChunkTask(BaseModel):
     job_id: str = Field(min_length=1)
     language: str | None = None
     prompt: str | None = None
+    # The execution's run (see ExecutionInput.run); absent from executions of older versions.
+    run: int | None = Field(default=None, ge=1)
     chunk: ChunkRef
 
 
@@ -203,6 +205,7 @@ class MergeTask(BaseModel):
     task_token: str = Field(min_length=1)
     job_id: str = Field(min_length=1)
     results: list[ChunkOutcome]
+    run: int | None = Field(default=None, ge=1)
 
 
 class ExecutionInput(BaseModel):
@@ -213,6 +216,9 @@ class ExecutionInput(BaseModel):
     prompt: str | None = None
     queue_url: str
     chunks: list[ChunkRef]
+    # Which of the job's executions this is (1, then one more per re-run). Every message of the
+    # execution carries it, and what a run other than the job's current one says is ignored.
+    run: int = Field(default=1, ge=1)
 
 
 class JobFailureNotice(BaseModel):
@@ -222,6 +228,7 @@ class JobFailureNotice(BaseModel):
 
     job_id: str = Field(min_length=1)
     error: TaskError
+    run: int | None = Field(default=None, ge=1)
 
 
 class Manifest(BaseModel):
@@ -239,3 +246,20 @@ class Manifest(BaseModel):
     # places the API's sentences on the speech and maps the API's own times through `sent`.
     speech: dict[int, list[tuple[int, int]]] = Field(default_factory=dict)
     sent: dict[int, list[tuple[int, int]]] = Field(default_factory=dict)
+    # The chunks with no speech, by index: (start_ms, end_ms). With execution.chunks they make
+    # the job's whole chunk list, which a resumed split records from here.
+    silent: dict[int, tuple[int, int]] = Field(default_factory=dict)
+
+    def progress(self) -> list[ChunkProgress]:
+        """Every chunk of the split as it starts out: PENDING if it has speech, else SILENT."""
+        chunks = [
+            ChunkProgress(
+                index=c.index, start_ms=c.start_ms, end_ms=c.end_ms, state=ChunkState.PENDING
+            )
+            for c in self.execution.chunks
+        ]
+        chunks += [
+            ChunkProgress(index=i, start_ms=s, end_ms=e, state=ChunkState.SILENT)
+            for i, (s, e) in self.silent.items()
+        ]
+        return sorted(chunks, key=lambda c: c.index)

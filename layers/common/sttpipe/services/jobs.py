@@ -21,19 +21,17 @@ from sttpipe.domain.models import (
     Job,
     JobStatus,
     JobView,
-    Manifest,
     Priority,
 )
 from sttpipe.ports import (
     CacheAdmin,
     JobRepository,
-    ObjectNotFound,
     ObjectStore,
     QueueStats,
     TranscriptCache,
     Workflow,
 )
-from sttpipe.services.manifests import load_manifest
+from sttpipe.services.manifests import find_manifest
 from sttpipe.services.merging import complete_from_cache
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
@@ -239,9 +237,11 @@ class JobService:
         return self._jobs.list_jobs(tenant_id, limit=limit, before=before)
 
     def delete(self, job_id: str, tenant_id: str) -> dict[str, int] | None:
-        """Delete a job's objects, cache entries and rows; None when the tenant has no such job.
+        """Delete a job's cache entries, objects and rows; None when the tenant has no such job.
 
-        The rows go last, so a delete that failed half way can simply be repeated.
+        In that order, each step repeatable: a delete that failed half way (a cache level down)
+        raises and can be repeated until everything is gone, because the rows that list what
+        to delete go last.
         """
         view = self._owned(job_id, tenant_id)
         if view is None:
@@ -249,8 +249,8 @@ class JobService:
         if view.job.status in _RUNNING:
             raise JobBusy(f"job {job_id} is {view.job.status}; delete it once it has finished")
         hashes = self._content_hashes(job_id)
-        objects = sum(self._store.delete_prefix(p) for p in keys.job_prefixes(job_id))
         cached = self._cache.forget(tenant_id, hashes) if self._cache and hashes else 0
+        objects = sum(self._store.delete_prefix(p) for p in keys.job_prefixes(job_id))
         self._jobs.delete(job_id)
         return {"objects_deleted": objects, "cache_entries_deleted": cached}
 
@@ -268,7 +268,7 @@ class JobService:
             raise JobBusy(f"job {job_id} is {job.status}; re-run it once it has finished")
         if job.status in (JobStatus.COMPLETED, JobStatus.AWAITING_UPLOAD):
             raise NothingToRerun(f"job {job_id} is {job.status}: nothing to re-run")
-        manifest = self._manifest(job_id)
+        manifest = find_manifest(self._store, job_id)
         if manifest is None:  # the splitter refused the upload: there are no chunks
             raise NothingToRerun(f"the upload was rejected: {job.failure_reason}; upload it again")
         settled = {c.index for c in view.chunks if c.state in _SETTLED}
@@ -279,7 +279,11 @@ class JobService:
         if run is None:  # its status changed since it was read: another re-run came first
             raise JobBusy(f"job {job_id} is already being re-run")
         execution = manifest.execution.model_copy(
-            update={"queue_url": self._settings.queue_url(job.priority), "chunks": redo}
+            update={
+                "queue_url": self._settings.queue_url(job.priority),
+                "chunks": redo,
+                "run": run,
+            }
         )
         try:
             self._workflow.start(job_id, execution.model_dump_json(), run=run)
@@ -305,20 +309,15 @@ class JobService:
         view = self._jobs.get(job_id)
         return view if view is not None and view.job.tenant_id == tenant_id else None
 
-    def _manifest(self, job_id: str) -> Manifest | None:
-        """What the splitter made of the job's upload; None when it was never split."""
-        try:
-            return load_manifest(self._store, job_id)
-        except ObjectNotFound:
-            return None
-
     def _content_hashes(self, job_id: str) -> list[str]:
-        """What the job's cache entries are keyed by: its upload's and its chunks' hashes."""
-        manifest = self._manifest(job_id)
-        if manifest is None:
-            return []  # never split: nothing of it was cached
-        found = [c.pcm_sha256 for c in manifest.execution.chunks]
-        return found + ([manifest.upload_sha256] if manifest.upload_sha256 else [])
+        """What the job's cache entries are keyed by: its upload's and its chunks' hashes, kept
+        with its rows (and, for jobs split before they were, in its manifest while it lasts)."""
+        hashes = set(self._jobs.content_hashes(job_id))
+        manifest = find_manifest(self._store, job_id)
+        if manifest is not None:
+            hashes.update(c.pcm_sha256 for c in manifest.execution.chunks)
+            hashes.update([manifest.upload_sha256] if manifest.upload_sha256 else [])
+        return sorted(hashes)
 
     def _status_view(self, view: JobView) -> JobStatusView:
         job = view.job

@@ -9,6 +9,7 @@ FileCompleted, FilePartial or FileFailed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,19 +41,34 @@ class PublishingJobRepository:
         return run
 
     def set_chunk_state(
-        self, job_id: str, index: int, state: ChunkState, *, error: str | None = None
-    ) -> None:
-        self._inner.set_chunk_state(job_id, index, state, error=error)
+        self,
+        job_id: str,
+        index: int,
+        state: ChunkState,
+        *,
+        error: str | None = None,
+        run: int | None = None,
+    ) -> bool:
+        if not self._inner.set_chunk_state(job_id, index, state, error=error, run=run):
+            return False
         if state is ChunkState.DONE:
             self._events.publish(ChunkCompleted(job_id=job_id, chunk_index=index))
         elif state is ChunkState.FAILED:
             self._events.publish(ChunkFailed(job_id=job_id, chunk_index=index, reason=error))
+        return True
 
     def finish(
-        self, job_id: str, status: JobStatus, *, stats: dict[str, Any], reason: str | None = None
-    ) -> None:
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        stats: dict[str, Any],
+        reason: str | None = None,
+        run: int | None = None,
+    ) -> bool:
         before = self._view(job_id).job  # the status it ends from
-        self._inner.finish(job_id, status, stats=stats, reason=reason)
+        if not self._inner.finish(job_id, status, stats=stats, reason=reason, run=run):
+            return False
         event = FILE_FINISHED.get(status)
         if event is not None:
             since_created = (datetime.now(UTC) - before.created_at).total_seconds()
@@ -68,6 +84,7 @@ class PublishingJobRepository:
                     seconds_since_created=max(0.0, since_created),
                 )
             )
+        return True
 
     def _queued(self, job_id: str) -> None:
         view = self._view(job_id)
@@ -101,6 +118,12 @@ class PublishingJobRepository:
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
         return self._inner.list_jobs(tenant_id, limit, before)
+
+    def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
+        self._inner.remember_content(job_id, content_sha256s)
+
+    def content_hashes(self, job_id: str) -> list[str]:
+        return self._inner.content_hashes(job_id)
 
     def delete(self, job_id: str) -> None:
         self._inner.delete(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sttpipe.domain import keys
 from sttpipe.domain.models import Manifest
-from sttpipe.ports import ObjectStore
+from sttpipe.ports import ObjectNotFound, ObjectStore
 
 
 def store_manifest(store: ObjectStore, manifest: Manifest) -> None:
@@ -16,3 +16,11 @@ def store_manifest(store: ObjectStore, manifest: Manifest) -> None:
 def load_manifest(store: ObjectStore, job_id: str) -> Manifest:
     """Raises ObjectNotFound when the job was never split (or its work objects expired)."""
     return Manifest.model_validate_json(store.get_bytes(keys.manifest(job_id)))
+
+
+def find_manifest(store: ObjectStore, job_id: str) -> Manifest | None:
+    """The job's manifest, or None when the job was never split (or its work objects expired)."""
+    try:
+        return load_manifest(store, job_id)
+    except ObjectNotFound:
+        return None

@@ -16,6 +16,7 @@ from sttpipe.domain.models import (
     JobFailureNotice,
     JobStats,
     JobStatus,
+    JobView,
     Manifest,
     MergeTask,
     TaskError,
@@ -57,11 +58,16 @@ class MergeService:
         self._cache = cache
         self._notifier = notifier
 
-    def merge(self, task: MergeTask) -> JobStatus:
+    def merge(self, task: MergeTask) -> JobStatus | None:
+        """Merge the job's chunks and record its outcome; None when `task` belongs to a run
+        that is no longer the job's (a late or repeated message), which changes nothing."""
         started = time.monotonic()
+        view = self._jobs.get(task.job_id)
+        if _superseded(view, task.run, task.job_id):
+            self._answer(task, {"status": "SUPERSEDED"})
+            return None
         manifest = load_manifest(self._store, task.job_id)
         spans = {c.index: (c.start_ms, c.end_ms) for c in manifest.execution.chunks}
-        view = self._jobs.get(task.job_id)
         # What workers recorded when they gave up on a chunk (Step Functions may not pass the
         # cause of a task failure along: moto drops it).
         recorded = {c.index: c.error for c in view.chunks if c.error} if view else {}
@@ -84,7 +90,7 @@ class MergeService:
                 if outcome.index not in recorded:
                     # A worker that died never recorded its chunk; the Map's catch says it failed.
                     self._jobs.set_chunk_state(
-                        task.job_id, outcome.index, ChunkState.FAILED, error=reason
+                        task.job_id, outcome.index, ChunkState.FAILED, error=reason, run=task.run
                     )
 
         status, job_reason = _outcome(done, failed)
@@ -101,19 +107,30 @@ class MergeService:
             write_transcript(self._store, task.job_id, transcript, stats)
             if status is JobStatus.COMPLETED and view is not None:
                 self._remember(view.job.tenant_id, manifest, transcript)
-        self._jobs.finish(task.job_id, status, stats=stats.as_record(), reason=job_reason)
-        self._announce(task.job_id)
+        recorded_here = self._jobs.finish(
+            task.job_id, status, stats=stats.as_record(), reason=job_reason, run=task.run
+        )
+        if recorded_here:
+            self._announce(task.job_id)
         logger.info(
             "job merged",
-            extra={"job_id": task.job_id, "status": status, "failed_chunks": len(failed)},
+            extra={
+                "job_id": task.job_id,
+                "status": status,
+                "failed_chunks": len(failed),
+                "recorded": recorded_here,
+            },
         )
+        self._answer(task, {"status": status})
+        return status if recorded_here else None
+
+    def _answer(self, task: MergeTask, output: dict[str, str]) -> None:
         try:
-            self._workflow.succeed(task.task_token, json.dumps({"status": status}))
+            self._workflow.succeed(task.task_token, json.dumps(output))
         except TaskNoLongerWaiting:
             logger.warning(
                 "state machine stopped waiting for the merge", extra={"job_id": task.job_id}
             )
-        return status
 
     def _every_chunk(self, task: MergeTask, manifest: Manifest) -> list[ChunkOutcome]:
         """The outcome of every chunk of the job, in order. A re-run's Map holds only the chunks
@@ -153,11 +170,15 @@ class MergeService:
         reason = f"The job's state machine failed with {notice.error.error}" + (
             f": {notice.error.cause}" if notice.error.cause else "."
         )
+        if _superseded(self._jobs.get(notice.job_id), notice.run, notice.job_id):
+            return
         logger.error(
             "job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason}
         )
-        self._jobs.finish(notice.job_id, JobStatus.FAILED, stats={}, reason=reason)
-        self._announce(notice.job_id)
+        if self._jobs.finish(
+            notice.job_id, JobStatus.FAILED, stats={}, reason=reason, run=notice.run
+        ):
+            self._announce(notice.job_id)
 
     def _announce(self, job_id: str) -> None:
         """Call the job's webhook with what was recorded (a repeated merge calls it again:
@@ -207,6 +228,18 @@ def complete_from_cache(
     )
     write_transcript(store, job_id, upload.transcript, stats)
     jobs.finish(job_id, JobStatus.COMPLETED, stats=stats.as_record())
+
+
+def _superseded(view: JobView | None, run: int | None, job_id: str) -> bool:
+    """Whether a message of `run` comes too late: the job has been re-run since (messages of
+    executions from before runs were carried have no run, and are taken as current)."""
+    if view is None or run is None or view.job.runs == run:
+        return False
+    logger.warning(
+        "message of an earlier run ignored",
+        extra={"job_id": job_id, "run": run, "current_run": view.job.runs},
+    )
+    return True
 
 
 def _failure_reason(outcome: ChunkOutcome) -> str:

@@ -17,9 +17,7 @@ from sttpipe.audio import AudioError, SplitOptions, probe, split_file
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
-    ChunkProgress,
     ChunkRef,
-    ChunkState,
     ExecutionInput,
     Job,
     JobStatus,
@@ -35,7 +33,7 @@ from sttpipe.ports import (
     TranscriptCache,
     Workflow,
 )
-from sttpipe.services.manifests import store_manifest
+from sttpipe.services.manifests import find_manifest, store_manifest
 from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.sizing import plan_chunks
 
@@ -69,22 +67,40 @@ class SplitterService:
         self._record = record
         self._capacity = capacity
 
-    def handle_upload(self, raw_key: str, etag: str = "") -> SplitOutcome:
-        """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded."""
+    def handle_upload(self, raw_key: str, etag: str = "", receive_count: int = 1) -> SplitOutcome:
+        """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded.
+
+        Safe to repeat at every point: the job claims TRANSCRIBING only after its execution has
+        started, and a delivery that finds the upload already split (its manifest stored)
+        starts that split's execution (named after the job, so at most one) instead of
+        splitting again. An error on the last of `receive_count`s ends the job FAILED and is
+        raised, for the message to go to the dead-letter queue."""
         key = unquote_plus(raw_key)
         job = self._job_for(key, etag)
-        if job.status not in (JobStatus.AWAITING_UPLOAD, JobStatus.SPLITTING):
+        resumable = job.status in (JobStatus.SPLITTING, JobStatus.TRANSCRIBING) and job.runs == 1
+        if job.status is not JobStatus.AWAITING_UPLOAD and not resumable:
             # At-least-once delivery of the notification: the job is already past splitting.
             logger.info("upload already split", extra={"job_id": job.job_id, "status": job.status})
             return SplitOutcome(job.job_id, job.status)
-        self._jobs.set_status(job.job_id, JobStatus.SPLITTING)
         try:
+            if resumable and (manifest := find_manifest(self._store, job.job_id)) is not None:
+                return self._start(job, manifest, time.monotonic(), resumed=True)
+            self._jobs.set_status(job.job_id, JobStatus.SPLITTING)
             return self._split(job)
         except AudioError as exc:
             # Bad audio cannot get better by retrying: end the job now, keep the upload.
             logger.warning("upload rejected", extra={"job_id": job.job_id, "reason": exc.reason})
             self._jobs.finish(job.job_id, JobStatus.FAILED, stats={}, reason=exc.reason)
             return SplitOutcome(job.job_id, JobStatus.FAILED, reason=exc.reason)
+        except Exception as exc:
+            if receive_count >= self._settings.max_receives:
+                reason = (
+                    f"The upload could not be split in {receive_count} attempts"
+                    f" (last: {type(exc).__name__}); upload it again."
+                )
+                logger.exception("upload given up", extra={"job_id": job.job_id})
+                self._jobs.finish(job.job_id, JobStatus.FAILED, stats={}, reason=reason)
+            raise
 
     def _job_for(self, key: str, etag: str) -> Job:
         job_id = keys.job_of_upload(key)
@@ -114,7 +130,7 @@ class SplitterService:
 
     def _split(self, job: Job) -> SplitOutcome:
         started = time.monotonic()
-        progress: list[ChunkProgress] = []
+        silent: dict[int, tuple[int, int]] = {}
         refs: list[ChunkRef] = []
         speech: dict[int, list[tuple[int, int]]] = {}
         sent: dict[int, list[tuple[int, int]]] = {}
@@ -135,13 +151,9 @@ class SplitterService:
             )
             # Limits are checked before the first chunk; no speech at all raises at the end.
             for chunk in split_file(audio_file.name, options, info=info):
-                state = ChunkState.PENDING if chunk.has_speech else ChunkState.SILENT
-                progress.append(
-                    ChunkProgress(
-                        index=chunk.index, start_ms=chunk.start_ms, end_ms=chunk.end_ms, state=state
-                    )
-                )
-                if chunk.has_speech:
+                if not chunk.has_speech:
+                    silent[chunk.index] = (chunk.start_ms, chunk.end_ms)
+                else:
                     speech[chunk.index] = list(chunk.speech)
                     sent[chunk.index] = list(chunk.sent)
                     chunk_key = keys.chunk_audio(job.job_id, chunk.index)
@@ -167,25 +179,40 @@ class SplitterService:
         manifest = Manifest(
             execution=execution,
             duration_s=info.duration_s,
-            chunks_total=len(progress),
-            chunks_silent=len(progress) - len(refs),
+            chunks_total=len(refs) + len(silent),
+            chunks_silent=len(silent),
             split_seconds=round(time.monotonic() - started, 3),
             upload_sha256=upload_sha256,
             speech=speech,
             sent=sent,
+            silent=silent,
         )
         store_manifest(self._store, manifest)
+        return self._start(job, manifest, started, resumed=False)
+
+    def _start(
+        self, job: Job, manifest: Manifest, started: float, *, resumed: bool
+    ) -> SplitOutcome:
+        """Record the split's chunks and content, start its execution, then claim TRANSCRIBING:
+        each step repeatable, so that a delivery that died between any two is made whole by the
+        next one."""
+        execution = manifest.execution
+        progress = manifest.progress()
         self._jobs.add_chunks(job.job_id, progress)
+        content = [c.pcm_sha256 for c in execution.chunks]
+        self._jobs.remember_content(
+            job.job_id, content + ([manifest.upload_sha256] if manifest.upload_sha256 else [])
+        )
+        self._workflow.start(job.job_id, execution.model_dump_json(), run=execution.run)
         self._jobs.set_status(job.job_id, JobStatus.TRANSCRIBING)
-        self._workflow.start(job.job_id, execution.model_dump_json())
-        if self._record is not None:
+        if self._record is not None and not resumed:
             split_ms = (time.monotonic() - started) * 1000
             self._record(Metric.SPLIT_DURATION, split_ms, MetricUnit.Milliseconds)
         logger.info(
-            "job split",
+            "job resumed from its stored split" if resumed else "job split",
             extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
         )
-        return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(refs))
+        return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(execution.chunks))
 
     def _options(self, duration_s: float) -> SplitOptions:
         """How to cut this recording: its chunks sized for the speech API's capacity now."""

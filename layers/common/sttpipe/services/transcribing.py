@@ -130,13 +130,15 @@ class WorkerService:
             if not final:
                 raise ChunkRetryLater(str(exc)) from exc
             reason = f"Chunk {chunk.index} could not be transcribed: {exc}"
-            self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.FAILED, error=reason)
+            self._jobs.set_chunk_state(
+                task.job_id, chunk.index, ChunkState.FAILED, error=reason, run=task.run
+            )
             self._answer_failure(task.task_token, reason, log_keys)
             if exc.retryable:
                 raise ChunkGaveUp(reason) from exc
             return
 
-        self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE)
+        self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE, run=task.run)
         outcome = ChunkOutcome(index=chunk.index, result_key=result_key)
         try:
             self._workflow.succeed(task.task_token, outcome.model_dump_json())
