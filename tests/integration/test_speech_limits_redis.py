@@ -17,7 +17,12 @@ from sttpipe_testing.fakes import FakeTranscriber
 from sttpipe.audio import encode_flac
 from sttpipe.cache.redis import redis_client
 from sttpipe.domain.models import SpeechCapacity
-from sttpipe.speech.base import PermanentSpeechError, SpeechBackPressure, TransientSpeechError
+from sttpipe.speech.base import (
+    AuthenticationError,
+    PermanentSpeechError,
+    SpeechBackPressure,
+    TransientSpeechError,
+)
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
 from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog
@@ -165,6 +170,19 @@ def test_failures_in_two_containers_open_the_circuit_for_both(
         assert len(api.calls) == 1  # the second call never reached the API
     # Logged by the container that opened it only.
     assert sum(r.getMessage() == "speech API circuit opened" for r in caplog.records) == 1
+
+
+def test_a_key_refused_in_one_container_pauses_every_container(namespace: str) -> None:
+    first, second = _breaker(namespace, failures=5), _breaker(namespace, failures=5)
+    refused = AuthenticationError("HTTP 403: forbidden", status_code=403)
+    with pytest.raises(SpeechBackPressure):
+        _call(BreakingTranscriber(FakeTranscriber([refused]), first))
+    assert second.is_open
+    other_api = FakeTranscriber(default="ok")
+    with pytest.raises(SpeechBackPressure) as deferred:
+        _call(BreakingTranscriber(other_api, second))
+    assert deferred.value.retry_after_s == pytest.approx(30, abs=1)
+    assert other_api.calls == []
 
 
 def _half_open(namespace: str, trial_lease_s: float = 30.0) -> tuple[Breaker, Breaker]:

@@ -59,7 +59,8 @@ from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
-from sttpipe.speech.base import PermanentSpeechError, Transcriber
+from sttpipe.speech.base import AuthenticationError, PermanentSpeechError, Transcriber
+from sttpipe.speech.breaker import BreakingTranscriber, CircuitBreaker
 from sttpipe.speech.cloudru import CloudRuTranscriber
 from sttpipe.speech.metered import MeteredTranscriber, throttle_counter
 
@@ -284,12 +285,15 @@ class Run:
         )
         return job_id
 
-    def transcribe_and_merge(self, job_id: str, worker: WorkerService) -> None:
-        execution = next(
+    def execution(self, job_id: str) -> ExecutionInput:
+        return next(
             ExecutionInput.model_validate_json(i)
             for i in self.workflow.executions.values()
             if json.loads(i)["job_id"] == job_id
         )
+
+    def transcribe_and_merge(self, job_id: str, worker: WorkerService) -> None:
+        execution = self.execution(job_id)
         deliveries = ChunkDeliveryService(
             worker, InMemoryMessageQueues(), self.settings, bootstrap.metric_recorder()
         )
@@ -323,6 +327,28 @@ class Run:
             merge_service=lambda: merge,
         )
 
+    def refuse_the_key(self, job_id: str) -> None:
+        """A chunk whose call the API refuses for the key: deferred, the fleet paused."""
+        refused = FakeTranscriber([AuthenticationError("HTTP 401: bad key", status_code=401)])
+        breaker = CircuitBreaker(failures=5, cooldown_s=60)
+        api = BreakingTranscriber(MeteredTranscriber(refused, bootstrap.metric_recorder()), breaker)
+        worker = WorkerService(self.store, self.jobs, self.workflow, api, self.settings)
+        queues = InMemoryMessageQueues()
+        deliveries = ChunkDeliveryService(
+            worker, queues, self.settings, bootstrap.metric_recorder()
+        )
+        execution = self.execution(job_id)
+        task = ChunkTask(
+            task_token=self.workflow.open_task(), job_id=job_id, chunk=execution.chunks[0]
+        )
+        self.invoke(
+            "worker",
+            "worker",
+            sqs_event(task.model_dump_json(), f"arn:aws:sqs:us-east-1:{ACCOUNT}:stt-high"),
+            chunk_delivery_service=lambda: deliveries,
+        )
+        assert breaker.is_open and queues.sent, "the chunk was not deferred"
+
     def everything(self) -> set[Series]:
         sample = (ROOT / "samples" / "sample.flac").read_bytes()
         first = self.upload(sample)
@@ -334,6 +360,7 @@ class Run:
         third = self.upload(sample)
         fresh = WorkerService(self.store, self.jobs, self.workflow, self.speech_api, self.settings)
         self.transcribe_and_merge(third, fresh)
+        self.refuse_the_key(self.upload(sample))
         self.upload(b"this is not audio at all")
         notice = JobFailureNotice(job_id=third, error=TaskError(Error="States.Runtime"))
         merge = MergeService(self.store, self.jobs, self.workflow)
@@ -409,6 +436,7 @@ def test_the_run_emitted_each_dimension_value_it_was_meant_to(emitted: set[Serie
     assert series("CacheHits", {"Level": "L1", "service": "worker"}) in emitted
     assert series("QueueWait", {"Priority": "high", "service": "worker"}) in emitted
     assert series("SpeechApiThrottled", {"service": "worker"}) in emitted
+    assert series("SpeechApiKeyRefused", {"service": "worker"}) in emitted
     assert series("EventsNotPublished", {"service": "splitter"}) in emitted
     assert series("JobDuration", {"SizeClass": "under5min", "service": "merge"}) in emitted
 

@@ -13,7 +13,7 @@ import redis
 from sttpipe_testing.fakes import FakeTranscriber
 
 from sttpipe.cache.redis import redis_client
-from sttpipe.speech.base import SpeechBackPressure, TransientSpeechError
+from sttpipe.speech.base import AuthenticationError, SpeechBackPressure, TransientSpeechError
 from sttpipe.speech.breaker import (
     BreakingTranscriber,
     CircuitBreaker,
@@ -180,6 +180,29 @@ def test_breaker_ignores_429_and_client_errors() -> None:
     assert breaking.transcribe(b"x", "a", language=None).text == "ok"
 
 
+def test_a_refused_key_pauses_the_fleet_at_once_and_spends_no_chunk() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=5, cooldown_s=30, clock=clock)
+    refused = AuthenticationError("HTTP 401: invalid API key", status_code=401)
+    api = FakeTranscriber([refused, refused], default="back")
+    breaking = BreakingTranscriber(api, breaker)
+
+    # Back-pressure, not a permanent failure: the worker defers the chunk without a receive.
+    with pytest.raises(SpeechBackPressure, match="refused the key"):
+        breaking.transcribe(b"x", "a", language=None)
+    assert breaker.is_open  # after one refusal, not five
+    with pytest.raises(SpeechBackPressure):
+        breaking.transcribe(b"x", "a", language=None)
+    assert len(api.calls) == 1  # the fleet stopped calling
+
+    clock.now += 30
+    with pytest.raises(SpeechBackPressure):  # the trial: still refused, paused again
+        breaking.transcribe(b"x", "a", language=None)
+    clock.now += 30
+    assert breaking.transcribe(b"x", "a", language=None).text == "back"  # the key was fixed
+    assert not breaker.is_open and len(api.calls) == 3
+
+
 def _redis_warnings(caplog: pytest.LogCaptureFixture) -> int:
     return sum("Redis unreachable" in r.getMessage() for r in caplog.records)
 
@@ -228,7 +251,7 @@ class FlakyShared:
     def before_call(self) -> None:
         self._reach()
 
-    def record(self, *, failed: bool) -> None:
+    def record(self, *, failed: bool, at_once: bool = False) -> None:
         self._reach()
         self.outcomes.append(failed)
 

@@ -29,6 +29,7 @@ class Metric(StrEnum):
     SPEECH_API_LATENCY = "SpeechApiLatency"  # milliseconds per chunk, retries included
     SPEECH_API_RETRIES = "SpeechApiRetries"
     SPEECH_API_THROTTLED = "SpeechApiThrottled"  # 429 answers
+    SPEECH_API_KEY_REFUSED = "SpeechApiKeyRefused"  # 401/403 answers: the fleet pauses
     CACHE_HITS = "CacheHits"  # dimension Level = L1 | L2 | L3
     CACHE_MISSES = "CacheMisses"
     CACHE_LEVEL_UNAVAILABLE = "CacheLevelUnavailable"  # dimension Level

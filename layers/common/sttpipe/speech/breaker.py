@@ -27,7 +27,12 @@ import redis
 from aws_lambda_powertools import Logger
 
 from sttpipe.domain.transcripts import Transcription
-from sttpipe.speech.base import SpeechBackPressure, Transcriber, TransientSpeechError
+from sttpipe.speech.base import (
+    AuthenticationError,
+    SpeechBackPressure,
+    Transcriber,
+    TransientSpeechError,
+)
 from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
 
 logger = Logger(child=True)
@@ -40,8 +45,10 @@ class Breaker(Protocol):
         """Raises SpeechBackPressure while the circuit is open (or another call is the trial)."""
         ...
 
-    def record(self, *, failed: bool) -> None:
-        """The outcome of a call before_call let through: `failed` if the API is to blame."""
+    def record(self, *, failed: bool, at_once: bool = False) -> None:
+        """The outcome of a call before_call let through: `failed` if the API is to blame;
+        `at_once` for a failure no retry cures (the key was refused), which opens the circuit
+        now whatever the count."""
         ...
 
     def release(self) -> None:
@@ -98,14 +105,14 @@ class CircuitBreaker:
                 return
             raise _circuit_open(left, self._cooldown_s)
 
-    def record(self, *, failed: bool) -> None:
+    def record(self, *, failed: bool, at_once: bool = False) -> None:
         with self._lock:
             self._trial_running = False
-            if not failed:
+            if not (failed or at_once):
                 self._failures, self._open_until = 0, None
                 return
             self._failures += 1
-            if self._open_until is not None or self._failures >= self._threshold:
+            if at_once or self._open_until is not None or self._failures >= self._threshold:
                 self._open_until = self._clock() + self._cooldown_s
                 _log_opened(self._failures, self._cooldown_s)
 
@@ -134,9 +141,9 @@ end
 return {0, left}
 """
 
-# KEYS: the state hash, the trial marker. ARGV: 'failed' or 'ok', this container's token, the
-# threshold, the cool-down (ms), the state's expiry (ms). Returns the failures in a row if this
-# failure (re)opened the circuit, else 0.
+# KEYS: the state hash, the trial marker. ARGV: 'failed', 'fatal' (open now) or 'ok', this
+# container's token, the threshold, the cool-down (ms), the state's expiry (ms). Returns the
+# failures in a row if this failure (re)opened the circuit, else 0.
 _RECORD = """
 if ARGV[1] == 'ok' then
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -149,7 +156,8 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then
 end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 local opened = 0
-if redis.call('HEXISTS', KEYS[1], 'open_until') == 1 or failures >= tonumber(ARGV[3]) then
+if ARGV[1] == 'fatal' or redis.call('HEXISTS', KEYS[1], 'open_until') == 1
+    or failures >= tonumber(ARGV[3]) then
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[4]))
@@ -208,9 +216,9 @@ class RedisCircuitBreaker:
         if not answer[0]:
             raise _circuit_open(int(answer[1]) / 1000, self._cooldown_s)
 
-    def record(self, *, failed: bool) -> None:
+    def record(self, *, failed: bool, at_once: bool = False) -> None:
         args: list[str | int] = [
-            "failed" if failed else "ok",
+            "fatal" if at_once else "failed" if failed else "ok",
             self._token,
             self._threshold,
             self._cooldown_ms,
@@ -260,13 +268,13 @@ class FleetBreaker:
             backend.before_call()
         self._call.breaker = backend
 
-    def record(self, *, failed: bool) -> None:
+    def record(self, *, failed: bool, at_once: bool = False) -> None:
         backend: Breaker = getattr(self._call, "breaker", None) or self._breakers.current()
         try:
-            backend.record(failed=failed)
+            backend.record(failed=failed, at_once=at_once)
         except redis.RedisError as exc:
             self._breakers.failed(exc)
-            self._breakers.local.record(failed=failed)
+            self._breakers.local.record(failed=failed, at_once=at_once)
 
     def release(self) -> None:
         backend: Breaker = getattr(self._call, "breaker", None) or self._breakers.current()
@@ -328,6 +336,13 @@ class BreakingTranscriber:
         except SpeechBackPressure:
             self._breaker.release()  # the API was not called: says nothing about it
             raise
+        except AuthenticationError as exc:
+            # Every call would be refused until someone fixes the key: pause the fleet (the
+            # trial after each cool-down finds out when it is fixed) and hand the chunk back
+            # unspent, instead of failing it and every chunk after it.
+            self._breaker.record(failed=True, at_once=True)
+            logger.error("speech API refused the key; fleet paused", extra={"error": str(exc)})
+            raise SpeechBackPressure(f"speech API refused the key: {exc}") from exc
         except TransientSpeechError as exc:
             # 429 is the limiter's business; 5xx, timeouts and connection errors are the API's.
             self._breaker.record(failed=exc.status_code is None or exc.status_code >= 500)

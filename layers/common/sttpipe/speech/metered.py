@@ -13,7 +13,7 @@ from sttpipe.audio.pcm import flac_seconds
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.observability import Metric
 from sttpipe.ports import MetricRecorder
-from sttpipe.speech.base import SpeechError, Transcriber
+from sttpipe.speech.base import AuthenticationError, SpeechError, Transcriber
 from sttpipe.speech.latency import LatencyLog
 
 
@@ -62,6 +62,8 @@ class MeteredTranscriber:
             return result
         except SpeechError as exc:
             attempts = exc.attempts
+            if isinstance(exc, AuthenticationError):
+                self._record(Metric.SPEECH_API_KEY_REFUSED, 1)
             raise
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
