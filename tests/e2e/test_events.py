@@ -8,8 +8,10 @@ each step of the pipeline happens only when a test invokes it.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,12 @@ import pytest
 from localcloud.pipeline import LocalPipeline
 from sttpipe.adapters.database import create_pool
 from sttpipe.adapters.postgres import PostgresJobRepository
+from sttpipe.adapters.webhook import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkProgress,
@@ -27,6 +35,7 @@ from sttpipe.domain.models import (
     ChunkTranscript,
     ExecutionInput,
     Job,
+    JobEndNotice,
     JobFailureNotice,
     JobStatus,
     Manifest,
@@ -44,6 +53,7 @@ FUNCTION_OF_PREFIX = {
     "worker": "WorkerFunction",
     "merge": "MergeFunction",
     "cache": "CacheWarmerFunction",
+    "webhook": "WebhookFunction",
 }
 
 
@@ -82,7 +92,9 @@ def put(pipeline: LocalPipeline, key: str, body: bytes) -> None:
     pipeline.cloud.boto3_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def add_job(jobs: PostgresJobRepository, job_id: str, chunks: int) -> None:
+def add_job(
+    jobs: PostgresJobRepository, job_id: str, chunks: int, webhook_url: str | None = None
+) -> None:
     now = datetime.now(UTC)
     jobs.add(
         Job(
@@ -92,6 +104,7 @@ def add_job(jobs: PostgresJobRepository, job_id: str, chunks: int) -> None:
             language="en",
             created_at=now,
             updated_at=now,
+            webhook_url=webhook_url,
         )
     )
     if chunks:
@@ -221,3 +234,60 @@ def test_job_failure_event_fails_the_job(
     view = jobs.get(notice.job_id)
     assert view is not None and view.job.status is JobStatus.FAILED
     assert "States.Timeout" in (view.job.failure_reason or "")
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that keeps what it gets."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                received.append((dict(self.headers.items()), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_job_end_is_queued_by_the_merge_and_delivered_by_the_webhook_function(
+    pipeline: LocalPipeline, jobs: PostgresJobRepository
+) -> None:
+    receiver = Receiver()
+    event = load("merge-job-failure.json")
+    notice = JobFailureNotice.model_validate(body_of(event))
+    job_id = notice.job_id.replace("0042", "0043")  # not the other failure test's job
+    event["Records"][0]["body"] = notice.model_copy(update={"job_id": job_id}).model_dump_json()
+    add_job(jobs, job_id, chunks=1, webhook_url=receiver.url)
+    try:
+        invoke(pipeline, "merge-job-failure.json", event)
+        assert receiver.received == []  # the merge only queues it
+
+        sqs = pipeline.cloud.boto3_client("sqs")
+        queued = sqs.receive_message(
+            QueueUrl=pipeline.cloud.stack.ref("WebhookQueue"), WaitTimeSeconds=1
+        )["Messages"]
+        assert [JobEndNotice.model_validate_json(m["Body"]) for m in queued] == [
+            JobEndNotice(job_id=job_id, run=1, status=JobStatus.FAILED)
+        ]
+        delivery = load("webhook-job-ended.json")
+        delivery["Records"][0]["body"] = queued[0]["Body"]
+        assert invoke(pipeline, "webhook-job-ended.json", delivery) == {"batchItemFailures": []}
+    finally:
+        receiver.server.shutdown()
+
+    ((headers, body),) = receiver.received
+    secret = pipeline.cloud.boto3_client("secretsmanager").get_secret_value(
+        SecretId=pipeline.cloud.stack.ref("WebhookSigningSecret")
+    )["SecretString"]
+    assert verify_signature(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    assert headers[DELIVERY_HEADER] == f"{job_id}:1:FAILED"
+    assert json.loads(body)["status"] == "FAILED"

@@ -265,8 +265,10 @@ def test_state_machine_map_completes_when_the_functions_answer_the_tokens(
         ]
         assert sorted(m["chunk"]["index"] for m in chunk_messages) == [0, 1, 2]
         assert {m["job_id"] for m in chunk_messages} == {"job-1"}
-        # The input had no prompt, as an older splitter's has not: the chunks get none.
+        # The input had no prompt and no run, as an older splitter's has not: the chunks get
+        # none, and run 1.
         assert [m["prompt"] for m in chunk_messages] == [None, None, None]
+        assert [m["run"] for m in chunk_messages] == [1, 1, 1]
 
 
 def test_higher_priority_queues_are_served_first_when_processes_are_scarce(

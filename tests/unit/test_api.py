@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
-from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryWorkflow
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryMessageQueues, InMemoryWorkflow
 
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsQueueStats
@@ -34,6 +34,7 @@ from sttpipe.domain.models import (
     Manifest,
 )
 from sttpipe.services.jobs import JobService, estimate_seconds_left
+from sttpipe.services.webhooks import JobEndAnnouncer
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "api-test-bucket"
@@ -77,7 +78,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
             jobs,
             settings,
             queues=SqsQueueStats(sqs),
-            webhooks_enabled=True,
+            announcer=JobEndAnnouncer(InMemoryMessageQueues(), "https://sqs/webhooks"),
             workflow=workflow,
         )
         module = load_api()

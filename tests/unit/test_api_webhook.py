@@ -1,16 +1,23 @@
-"""The completion webhook against a real HTTP receiver on 127.0.0.1."""
+"""The completion webhook against real HTTP receivers on 127.0.0.1, and its path apart from
+the merge (queued by the merge, delivered by the webhook function's service)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
+from sttpipe_testing.fakes import (
+    InMemoryJobRepository,
+    InMemoryMessageQueues,
+    InMemoryObjectStore,
+    InMemoryWorkflow,
+)
 
 from sttpipe.adapters.webhook import (
     DELIVERY_HEADER,
@@ -20,8 +27,10 @@ from sttpipe.adapters.webhook import (
     sign,
     verify_signature,
 )
-from sttpipe.domain.models import Job, JobFailureNotice, JobStatus, TaskError
+from sttpipe.domain.models import Job, JobEndNotice, JobFailureNotice, JobStatus, TaskError
+from sttpipe.ports import WebhookNotDelivered
 from sttpipe.services.merging import MergeService
+from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
 
 SECRET = "whsec-test"
 
@@ -73,8 +82,13 @@ def job(url: str | None, status: JobStatus = JobStatus.COMPLETED) -> Job:
     )
 
 
-def notifier(attempts: int = 4) -> WebhookNotifier:
-    return WebhookNotifier(lambda: SECRET, max_attempts=attempts, initial_backoff_s=0.01)
+def notifier(attempts: int = 4, deadline_s: float = 10.0) -> WebhookNotifier:
+    return WebhookNotifier(
+        lambda: SECRET, max_attempts=attempts, initial_backoff_s=0.01, deadline_s=deadline_s
+    )
+
+
+DELIVERY = f"{'a' * 32}:1:COMPLETED"
 
 
 def test_signature_verifies_only_the_same_body_secret_and_a_recent_time() -> None:
@@ -90,11 +104,11 @@ def test_signature_verifies_only_the_same_body_secret_and_a_recent_time() -> Non
 
 @pytest.mark.parametrize("receiver", [[503, 429]], indirect=True)
 def test_delivery_is_signed_and_retried_through_429_and_5xx(receiver: Receiver) -> None:
-    notifier().job_finished(job(receiver.url))
+    notifier().job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 3
     headers, body = receiver.received[-1]
     assert verify_signature(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-    assert headers[DELIVERY_HEADER] == f"{'a' * 32}:COMPLETED"
+    assert headers[DELIVERY_HEADER] == DELIVERY
     sent = json.loads(body)
     assert sent["type"] == "job.finished" and sent["status"] == "COMPLETED"
     assert sent["stats"] == {"chunks": 3} and sent["status_url"] == f"/jobs/{'a' * 32}"
@@ -102,24 +116,96 @@ def test_delivery_is_signed_and_retried_through_429_and_5xx(receiver: Receiver) 
 
 @pytest.mark.parametrize("receiver", [[400, 200]], indirect=True)
 def test_a_4xx_is_not_retried_and_never_raises(receiver: Receiver) -> None:
-    notifier().job_finished(job(receiver.url))
+    notifier().job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 1
 
 
 @pytest.mark.parametrize("receiver", [[500] * 5], indirect=True)
-def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
-    notifier(attempts=3).job_finished(job(receiver.url))
+def test_the_last_failed_attempt_raises_for_the_queue_to_try_again(receiver: Receiver) -> None:
+    with pytest.raises(WebhookNotDelivered, match="HTTP 500"):
+        notifier(attempts=3).job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 3
 
 
-def test_the_merge_calls_the_webhook_when_the_job_ends(receiver: Receiver) -> None:
+class DripReceiver:
+    """Answers one byte every 0.25 s: each read is well within any timeout, the whole is not."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-padding: " + b"." * 60
+                try:
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                except OSError:
+                    pass  # the client gave up and closed the connection
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_an_attempt_ends_at_its_deadline_however_the_receiver_dribbles() -> None:
+    drip = DripReceiver()
+    started = time.monotonic()
+    try:
+        with pytest.raises(WebhookNotDelivered, match="no answer within 1 s"):
+            notifier(attempts=1, deadline_s=1.0).job_finished(job(drip.url), DELIVERY)
+    finally:
+        drip.server.shutdown()
+    # The answer would take 20 s; the bound is loose for a noisy machine, the point is it ends.
+    assert time.monotonic() - started < 5
+
+
+def test_the_merge_queues_the_webhook_after_answering_and_never_calls_it(
+    receiver: Receiver,
+) -> None:
     jobs = InMemoryJobRepository()
     jobs.add(job(receiver.url, JobStatus.TRANSCRIBING))
-    service = MergeService(InMemoryObjectStore(), jobs, InMemoryWorkflow(), notifier=notifier())
-    service.record_failure(
-        JobFailureNotice(job_id="a" * 32, error=TaskError(Error="States.Timeout"))
+    queues = InMemoryMessageQueues()
+    service = MergeService(
+        InMemoryObjectStore(),
+        jobs,
+        InMemoryWorkflow(),
+        announcer=JobEndAnnouncer(queues, "https://sqs/webhooks"),
     )
-    (headers, body), *_ = receiver.received
-    sent = json.loads(body)
-    assert sent["status"] == "FAILED" and "States.Timeout" in sent["failure_reason"]
-    assert verify_signature(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    service.record_failure(
+        JobFailureNotice(job_id="a" * 32, error=TaskError(Error="States.Timeout"), run=1)
+    )
+    assert receiver.received == []
+    (sent,) = queues.sent
+    assert sent.queue_url == "https://sqs/webhooks"
+    notice = JobEndNotice.model_validate_json(sent.body)
+    assert (notice.run, notice.status, notice.delivery_id) == (
+        1,
+        JobStatus.FAILED,
+        f"{'a' * 32}:1:FAILED",
+    )
+
+
+@pytest.mark.parametrize("receiver", [[503]], indirect=True)
+def test_the_webhook_function_delivers_the_current_run_only(receiver: Receiver) -> None:
+    jobs = InMemoryJobRepository()
+    jobs.add(job(receiver.url, JobStatus.TRANSCRIBING))
+    jobs.finish("a" * 32, JobStatus.PARTIAL, stats={"chunks": 3}, reason="1 chunk(s) failed: 2")
+    service = WebhookService(jobs, notifier(attempts=1))
+    notice = JobEndNotice(job_id="a" * 32, run=1, status=JobStatus.PARTIAL)
+
+    with pytest.raises(WebhookNotDelivered):  # the 503: SQS delivers the notice again
+        service.deliver(notice)
+    assert service.deliver(notice)
+    headers, body = receiver.received[-1]
+    assert headers[DELIVERY_HEADER] == f"{'a' * 32}:1:PARTIAL"
+    assert json.loads(body)["failure_reason"] == "1 chunk(s) failed: 2"
+
+    assert jobs.reopen("a" * 32) == 2  # re-run since: run 1's notice is old news
+    assert not service.deliver(notice)
+    jobs.delete("a" * 32)
+    assert not service.deliver(notice)
+    assert len(receiver.received) == 2

@@ -68,7 +68,7 @@ def test_every_queue_driven_function_reports_partial_batch_failures(
         for event in props.get("Events", {}).values()
         if event["Type"] == "SQS"
     ]
-    assert len(sqs_events) == 5  # upload, three priorities, merge
+    assert len(sqs_events) == 6  # upload, three priorities, merge, webhook
     for event in sqs_events:
         assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sttpipe_testing.fakes import (
     FakeTranscriber,
     InMemoryJobRepository,
+    InMemoryMessageQueues,
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
@@ -29,6 +30,7 @@ from sttpipe.domain.models import (
     ChunkTask,
     ExecutionInput,
     Job,
+    JobEndNotice,
     JobStatus,
     MergeTask,
 )
@@ -36,6 +38,7 @@ from sttpipe.services.jobs import JobService, UploadRequest
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
+from sttpipe.services.webhooks import JobEndAnnouncer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
 
@@ -57,13 +60,25 @@ class Pipeline:
             model=settings.speech_model,
             response_format=settings.speech_response_format,
         )
-        self.splitter = SplitterService(self.store, self.jobs, self.workflow, settings, self.cache)
+        self.queues = InMemoryMessageQueues()
+        self.announcer = JobEndAnnouncer(self.queues, "https://sqs/webhooks")
+        self.splitter = SplitterService(
+            self.store, self.jobs, self.workflow, settings, self.cache, announcer=self.announcer
+        )
         self.worker = WorkerService(
             self.store, self.jobs, self.workflow, self.speech, settings, self.cache
         )
-        self.merger = MergeService(self.store, self.jobs, self.workflow, self.cache)
+        self.merger = MergeService(
+            self.store, self.jobs, self.workflow, self.cache, announcer=self.announcer
+        )
 
-    def run(self, body: bytes, language: str = "en", tenant: str = "default") -> str:
+    def run(
+        self,
+        body: bytes,
+        language: str = "en",
+        tenant: str = "default",
+        webhook_url: str | None = None,
+    ) -> str:
         """Upload `body` as a new job and drive it to its end; returns the job id."""
         job_id = uuid.uuid4().hex
         now = datetime.now(UTC)
@@ -77,6 +92,7 @@ class Pipeline:
                 upload_key=upload_key,
                 created_at=now,
                 updated_at=now,
+                webhook_url=webhook_url,
             )
         )
         self.store.put_bytes(upload_key, body, "audio/flac")
@@ -185,3 +201,34 @@ def test_an_unknown_hash_or_another_tenant_gets_an_upload_form() -> None:
         assert ticket.status is JobStatus.AWAITING_UPLOAD and ticket.upload is not None
     with pytest.raises(ValidationError):
         UploadRequest.model_validate({**fields, "sha256": "not-a-hash"})
+
+
+def test_a_job_answered_from_the_cache_calls_its_webhook_too() -> None:
+    pipeline = Pipeline()
+    body = SAMPLE.read_bytes()
+    hook = "https://hooks.example.com/stt"
+    first = pipeline.run(body, webhook_url=hook)  # merged
+    again = pipeline.run(body, webhook_url=hook)  # answered by the splitter from the cache
+    api = JobService(
+        pipeline.store,
+        pipeline.jobs,
+        pipeline.settings,
+        known=pipeline.cache,
+        announcer=pipeline.announcer,
+    )
+    request = UploadRequest(
+        filename="again.flac",
+        content_type="audio/flac",
+        size_bytes=len(body),
+        language="en",
+        sha256=hashlib.sha256(body).hexdigest(),
+        webhook_url=hook,
+    )
+    known = api.create_upload(request, tenant_id="default").job_id  # answered by the API
+
+    notices = [JobEndNotice.model_validate_json(m.body) for m in pipeline.queues.sent]
+    assert [(n.job_id, n.status) for n in notices] == [
+        (first, JobStatus.COMPLETED),
+        (again, JobStatus.COMPLETED),
+        (known, JobStatus.COMPLETED),
+    ]

@@ -46,6 +46,7 @@ from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
+from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
 from sttpipe.speech.base import Transcriber
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.cloudru import build_transcriber, get_http_client
@@ -141,16 +142,21 @@ class Container:
         return build_transcript_cache(self.settings, self.redis, emit=emit)
 
     @cached_property
-    def notifier(self) -> Notifier | None:
+    def notifier(self) -> Notifier:
         settings = self.settings
-        if not (settings.webhook_secret_id or settings.webhook_secret):
-            return None  # webhooks off: the API refuses uploads that name one
         plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return WebhookNotifier(
             webhook_secret_source(settings.webhook_secret_id, plain),
             max_attempts=settings.webhook_max_attempts,
             timeout_s=settings.webhook_timeout_s,
+            deadline_s=settings.webhook_deadline_s,
         )
+
+    @cached_property
+    def announcer(self) -> JobEndAnnouncer | None:
+        """None when webhooks are off: the API then refuses uploads that name one."""
+        url = self.settings.webhook_queue_url
+        return JobEndAnnouncer(self.queues, url) if url else None
 
     @cached_property
     def speech_api(self) -> Transcriber:
@@ -249,6 +255,7 @@ class Container:
             self.transcript_cache,
             record=self.metrics,
             capacity=self.speech_capacity,
+            announcer=self.announcer,
         )
 
     @cached_property
@@ -269,8 +276,12 @@ class Container:
     @cached_property
     def merge_service(self) -> MergeService:
         return MergeService(
-            self.store, self.jobs, self.workflow, self.transcript_cache, notifier=self.notifier
+            self.store, self.jobs, self.workflow, self.transcript_cache, announcer=self.announcer
         )
+
+    @cached_property
+    def webhook_service(self) -> WebhookService:
+        return WebhookService(self.jobs, self.notifier)
 
     @cached_property
     def job_service(self) -> JobService:
@@ -280,7 +291,7 @@ class Container:
             self.settings,
             queues=self.queue_stats,
             cache=self.cache_administration,
-            webhooks_enabled=self.notifier is not None,
+            announcer=self.announcer,
             workflow=self.workflow,
             known=self.transcript_cache,
         )
@@ -319,6 +330,10 @@ def chunk_delivery_service() -> ChunkDeliveryService:
 
 def merge_service() -> MergeService:
     return container().merge_service
+
+
+def webhook_service() -> WebhookService:
+    return container().webhook_service
 
 
 def job_service() -> JobService:

@@ -123,11 +123,16 @@ class Settings(BaseSettings):
     cache_warm_limit: int = Field(default=500, ge=0)
     cache_warm_min_hits: int = Field(default=1, ge=0)
 
-    # Completion webhooks (sttpipe.adapters.webhook): the HMAC key in Secrets Manager on AWS.
+    # Completion webhooks: the merge (and a job answered from the cache) queues a notice here;
+    # webhooks are on where it is set. The webhook function delivers it (sttpipe.adapters.webhook),
+    # signed with the HMAC key in Secrets Manager on AWS.
+    webhook_queue_url: str | None = None
     webhook_secret_id: str | None = None
     webhook_secret: SecretStr | None = None  # local development only; prefer the secret
-    webhook_max_attempts: int = Field(default=4, ge=1)
-    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Per invocation of the webhook function; the queue redelivers after that, then DLQs.
+    webhook_max_attempts: int = Field(default=3, ge=1)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)  # per connect, read, write
+    webhook_deadline_s: float = Field(default=10.0, gt=0)  # per attempt, all included
     # Local only: allow http:// and private addresses (a receiver on 127.0.0.1).
     webhook_allow_insecure: bool = False
 

@@ -237,11 +237,17 @@ class SpeechCapacityGauge(Protocol):
     def estimate(self) -> SpeechCapacity: ...
 
 
+class WebhookNotDelivered(Exception):
+    """This attempt to deliver a webhook failed for a reason that may pass (network, timeout,
+    408, 429, 5xx): deliver the notice again later."""
+
+
 class Notifier(Protocol):
     """Tells a job's owner that it finished (the per-job completion webhook)."""
 
-    def job_finished(self, job: Job) -> None:
-        """Best effort: retries, then logs; never raises into the pipeline."""
+    def job_finished(self, job: Job, delivery_id: str) -> None:
+        """Deliver the job's end to its webhook. Raises WebhookNotDelivered when the attempt
+        failed for a reason that may pass; a receiver's refusal (4xx) is logged, not raised."""
         ...
 
 

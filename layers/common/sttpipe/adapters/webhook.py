@@ -1,4 +1,5 @@
-"""The per-job completion webhook: a signed JSON POST, retried with backoff.
+"""The per-job completion webhook: a signed JSON POST, retried with backoff, each attempt
+within a total deadline.
 
 The body is signed with HMAC-SHA256 over `<timestamp>.<body>` (the Stripe/Svix scheme), the
 timestamp sent beside it, so a receiver can reject both forged and replayed deliveries:
@@ -7,6 +8,7 @@ timestamp sent beside it, so a receiver can reject both forged and replayed deli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,6 +26,7 @@ from tenacity import (
 )
 
 from sttpipe.domain.models import Job
+from sttpipe.ports import WebhookNotDelivered
 
 logger = Logger(child=True)
 
@@ -72,33 +75,42 @@ def payload(job: Job) -> dict[str, Any]:
     }
 
 
-class _Retryable(Exception):
-    """A delivery that may pass later: network error, timeout, 408, 429 or 5xx."""
+class _Refused(Exception):
+    """The receiver answered 4xx (other than 408 and 429)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _Retryable | httpx.TransportError)
+    return isinstance(exc, WebhookNotDelivered | httpx.TransportError)
 
 
 class WebhookNotifier:
-    """`Notifier` over HTTPS. `secret` is called per delivery (a cached Secrets Manager read)."""
+    """`Notifier` over HTTPS. `secret` is called per delivery (a cached Secrets Manager read).
+
+    Each attempt has a total deadline, `deadline_s`, besides httpx's per-operation timeouts: a
+    receiver that answers one byte at a time cannot keep a delivery open past it."""
 
     def __init__(
         self,
         secret: Callable[[], str],
         *,
-        client: httpx.Client | None = None,
-        max_attempts: int = 4,
+        max_attempts: int = 3,
         initial_backoff_s: float = 1.0,
         timeout_s: float = 5.0,
+        deadline_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._secret = secret
-        # No redirects: a 3xx to an internal address must not be followed with our signature.
-        self._http = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self._max_attempts = max_attempts
         self._backoff = initial_backoff_s
+        self._timeout_s = timeout_s
+        self._deadline_s = deadline_s
+        self._transport = transport
 
-    def job_finished(self, job: Job) -> None:
+    def job_finished(self, job: Job, delivery_id: str) -> None:
         if not job.webhook_url:
             return
         body = json.dumps(payload(job), sort_keys=True, separators=(",", ":")).encode()
@@ -109,29 +121,43 @@ class WebhookNotifier:
             reraise=True,
         )
         try:
-            retrying(self._deliver, job, job.webhook_url, body)
-        except Exception as exc:  # the job is done either way; the owner can still poll it
+            retrying(self._deliver, job, job.webhook_url, body, delivery_id)
+        except _Refused as exc:  # a 4xx: asking again would not help
             logger.warning(
-                "webhook not delivered",
-                extra={"job_id": job.job_id, "error": str(exc)[:300]},
+                "webhook refused by its receiver",
+                extra={"job_id": job.job_id, "status": exc.status},
             )
+        except httpx.TransportError as exc:
+            # The type only: messages of some transport errors spell out the URL, which often
+            # carries the receiver's secret.
+            raise WebhookNotDelivered(type(exc).__name__) from exc
 
-    def _deliver(self, job: Job, url: str, body: bytes) -> None:
+    def _deliver(self, job: Job, url: str, body: bytes, delivery_id: str) -> None:
         timestamp = int(time.time())  # fresh per attempt, so retries pass a receiver's window
-        response = self._http.post(
-            url,
-            content=body,
-            headers={
-                "content-type": "application/json",
-                TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: sign(self._secret(), timestamp, body),
-                DELIVERY_HEADER: f"{job.job_id}:{job.status.value}",
-            },
-        )
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}")
-        response.raise_for_status()
-        logger.info("webhook delivered", extra={"job_id": job.job_id})
+        headers = {
+            "content-type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self._secret(), timestamp, body),
+            DELIVERY_HEADER: delivery_id,
+        }
+        try:
+            status = asyncio.run(self._post(url, body, headers))
+        except TimeoutError as exc:
+            raise WebhookNotDelivered(f"no answer within {self._deadline_s:g} s") from exc
+        if status in (408, 429) or status >= 500:
+            raise WebhookNotDelivered(f"HTTP {status}")
+        if status >= 400:
+            raise _Refused(status)
+        logger.info("webhook delivered", extra={"job_id": job.job_id, "delivery": delivery_id})
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        # No redirects: a 3xx to an internal address must not be followed with our signature.
+        async with httpx.AsyncClient(
+            timeout=self._timeout_s, follow_redirects=False, transport=self._transport
+        ) as client:
+            async with asyncio.timeout(self._deadline_s):
+                response = await client.post(url, content=body, headers=headers)
+                return response.status_code
 
 
 def webhook_secret_source(secret_id: str | None, plain: str | None) -> Callable[[], str]:

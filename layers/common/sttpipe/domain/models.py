@@ -231,6 +231,23 @@ class JobFailureNotice(BaseModel):
     run: int | None = Field(default=None, ge=1)
 
 
+class JobEndNotice(BaseModel):
+    """Body of a message on the webhook queue: run `run` of the job ended in `status`. The
+    webhook function delivers it, apart from the merge, so that no receiver can hold up or
+    change a job's outcome."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1)
+    run: int = Field(ge=1)
+    status: JobStatus
+
+    @property
+    def delivery_id(self) -> str:
+        """The same for every attempt of one notice, distinct for each run's end."""
+        return f"{self.job_id}:{self.run}:{self.status.value}"
+
+
 class Manifest(BaseModel):
     """What the splitter made of an upload; the merge reads it back for timing and statistics."""
 

@@ -33,6 +33,7 @@ from sttpipe.ports import (
 )
 from sttpipe.services.manifests import find_manifest
 from sttpipe.services.merging import complete_from_cache
+from sttpipe.services.webhooks import JobEndAnnouncer
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
 ALLOWED_CONTENT_TYPES = frozenset(
@@ -156,7 +157,7 @@ class JobService:
         *,
         queues: QueueStats | None = None,
         cache: CacheAdmin | None = None,
-        webhooks_enabled: bool = False,
+        announcer: JobEndAnnouncer | None = None,
         workflow: Workflow | None = None,
         known: TranscriptCache | None = None,
     ) -> None:
@@ -166,7 +167,7 @@ class JobService:
         self._workflow = workflow
         self._queues = queues
         self._cache = cache
-        self._webhooks = webhooks_enabled
+        self._announcer = announcer
         self._known = known
 
     def create_upload(self, request: UploadRequest, tenant_id: str) -> UploadTicket:
@@ -176,7 +177,7 @@ class JobService:
                 f"{self._settings.max_upload_bytes} bytes"
             )
         if request.webhook_url is not None:
-            if not self._webhooks:
+            if self._announcer is None:
                 raise FeatureUnavailable("webhooks are not configured on this deployment")
             check_webhook_url(request.webhook_url, self._settings.webhook_allow_insecure)
         now = datetime.now(UTC)
@@ -226,7 +227,7 @@ class JobService:
         )
         if cached is None:
             return False
-        complete_from_cache(self._store, self._jobs, job.job_id, cached)
+        complete_from_cache(self._store, self._jobs, job.job_id, cached, announcer=self._announcer)
         return True
 
     def status(self, job_id: str, tenant_id: str) -> JobStatusView | None:

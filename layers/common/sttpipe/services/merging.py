@@ -24,13 +24,13 @@ from sttpipe.domain.models import (
 from sttpipe.domain.transcripts import CachedUpload, CacheLevel, FailedChunk, Hit, Transcript
 from sttpipe.ports import (
     JobRepository,
-    Notifier,
     ObjectStore,
     TaskNoLongerWaiting,
     TranscriptCache,
     Workflow,
 )
 from sttpipe.services.manifests import load_manifest
+from sttpipe.services.webhooks import JobEndAnnouncer
 from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
 
 logger = Logger(child=True)
@@ -50,13 +50,13 @@ class MergeService:
         jobs: JobRepository,
         workflow: Workflow,
         cache: TranscriptCache | None = None,
-        notifier: Notifier | None = None,
+        announcer: JobEndAnnouncer | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._workflow = workflow
         self._cache = cache
-        self._notifier = notifier
+        self._announcer = announcer
 
     def merge(self, task: MergeTask) -> JobStatus | None:
         """Merge the job's chunks and record its outcome; None when `task` belongs to a run
@@ -110,8 +110,6 @@ class MergeService:
         recorded_here = self._jobs.finish(
             task.job_id, status, stats=stats.as_record(), reason=job_reason, run=task.run
         )
-        if recorded_here:
-            self._announce(task.job_id)
         logger.info(
             "job merged",
             extra={
@@ -122,6 +120,8 @@ class MergeService:
             },
         )
         self._answer(task, {"status": status})
+        if recorded_here:
+            self._announce(task.job_id)
         return status if recorded_here else None
 
     def _answer(self, task: MergeTask, output: dict[str, str]) -> None:
@@ -181,11 +181,11 @@ class MergeService:
             self._announce(notice.job_id)
 
     def _announce(self, job_id: str) -> None:
-        """Call the job's webhook with what was recorded (a repeated merge calls it again:
-        receivers deduplicate on the delivery id)."""
-        view = self._jobs.get(job_id) if self._notifier else None
-        if self._notifier and view and view.job.webhook_url:
-            self._notifier.job_finished(view.job)
+        """Queue the job's webhook, once its end is recorded and its task answered (a repeated
+        merge queues it again: receivers deduplicate on the delivery id)."""
+        view = self._jobs.get(job_id) if self._announcer else None
+        if self._announcer and view:
+            self._announcer.job_ended(view.job)
 
 
 def write_transcript(
@@ -209,6 +209,7 @@ def complete_from_cache(
     cached: Hit[CachedUpload],
     *,
     split_seconds: float = 0.0,
+    announcer: JobEndAnnouncer | None = None,
 ) -> None:
     """End a job whose recording its tenant already transcribed: the cached transcript is its
     own, with no chunk split and no speech API call (the splitter after hashing an upload, the
@@ -227,7 +228,10 @@ def complete_from_cache(
         transcribe_seconds=0.0,
     )
     write_transcript(store, job_id, upload.transcript, stats)
-    jobs.finish(job_id, JobStatus.COMPLETED, stats=stats.as_record())
+    if jobs.finish(job_id, JobStatus.COMPLETED, stats=stats.as_record()) and announcer:
+        view = jobs.get(job_id)
+        if view is not None:
+            announcer.job_ended(view.job)
 
 
 def _superseded(view: JobView | None, run: int | None, job_id: str) -> bool:

@@ -36,6 +36,7 @@ from sttpipe.ports import (
 from sttpipe.services.manifests import find_manifest, store_manifest
 from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.sizing import plan_chunks
+from sttpipe.services.webhooks import JobEndAnnouncer
 
 logger = Logger(child=True)
 
@@ -58,6 +59,7 @@ class SplitterService:
         cache: TranscriptCache | None = None,
         record: MetricRecorder | None = None,
         capacity: SpeechCapacityGauge | None = None,
+        announcer: JobEndAnnouncer | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -66,6 +68,7 @@ class SplitterService:
         self._cache = cache
         self._record = record
         self._capacity = capacity
+        self._announcer = announcer
 
     def handle_upload(self, raw_key: str, etag: str = "", receive_count: int = 1) -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded.
@@ -245,7 +248,12 @@ class SplitterService:
     ) -> SplitOutcome:
         """The same file was transcribed before: no splitting, no speech API, done now."""
         complete_from_cache(
-            self._store, self._jobs, job.job_id, cached, split_seconds=time.monotonic() - started
+            self._store,
+            self._jobs,
+            job.job_id,
+            cached,
+            split_seconds=time.monotonic() - started,
+            announcer=self._announcer,
         )
         logger.info(
             "upload answered from the cache",
