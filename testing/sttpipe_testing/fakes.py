@@ -223,6 +223,26 @@ class InMemoryJobRepository:
             )
             return True
 
+    def unsettled(self, *, unchanged_since: datetime, limit: int) -> list[Job]:
+        running = (JobStatus.SPLITTING, JobStatus.TRANSCRIBING, JobStatus.MERGING)
+        with self._lock:
+            found = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.status in running and j.updated_at < unchanged_since
+                ),
+                key=lambda j: j.updated_at,
+            )
+            return [j.model_copy(deep=True) for j in found[:limit]]
+
+    def age(self, job_id: str, seconds: float) -> None:
+        """Test helper: make the job's last change `seconds` older."""
+        with self._lock:
+            job = self._job(job_id)
+            updated = job.updated_at - timedelta(seconds=seconds)
+            self._jobs[job_id] = job.model_copy(update={"updated_at": updated})
+
     def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
         with self._lock:
             self._job(job_id)
@@ -311,6 +331,7 @@ class InMemoryWorkflow:
     ) -> None:
         self.state_machine_arn = state_machine_arn
         self.executions: dict[str, str] = {}  # execution ARN -> input
+        self.statuses: dict[str, str] = {}  # execution ARN -> status (RUNNING once started)
         self.answers: dict[str, TaskAnswer] = {}
         self.heartbeats: dict[str, int] = {}
         self._waiting: set[str] = set()
@@ -320,7 +341,19 @@ class InMemoryWorkflow:
         arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
         with self._lock:
             self.executions.setdefault(arn, execution_input)
+            self.statuses.setdefault(arn, "RUNNING")
         return arn
+
+    def execution_status(self, job_id: str, run: int = 1) -> str | None:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
+        with self._lock:
+            return self.statuses.get(arn)
+
+    def end_execution(self, job_id: str, run: int = 1, status: str = "FAILED") -> None:
+        """Test helper: the execution ended (as Step Functions would record it)."""
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
+        with self._lock:
+            self.statuses[arn] = status
 
     def open_task(self, token: str | None = None) -> str:
         token = token or uuid.uuid4().hex

@@ -15,11 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from localcloud.pipeline import LocalPipeline
 from sttpipe.adapters.database import create_pool
 from sttpipe.adapters.postgres import PostgresJobRepository
+from sttpipe.adapters.stepfunctions import execution_arn, execution_name
 from sttpipe.adapters.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -54,6 +56,7 @@ FUNCTION_OF_PREFIX = {
     "merge": "MergeFunction",
     "cache": "CacheWarmerFunction",
     "webhook": "WebhookFunction",
+    "reconciler": "ReconcilerFunction",
 }
 
 
@@ -291,3 +294,55 @@ def test_a_job_end_is_queued_by_the_merge_and_delivered_by_the_webhook_function(
     assert verify_signature(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
     assert headers[DELIVERY_HEADER] == f"{job_id}:1:FAILED"
     assert json.loads(body)["status"] == "FAILED"
+
+
+def test_scheduled_reconciler_resumes_a_stored_split_and_ends_a_lost_one(
+    pipeline: LocalPipeline, jobs: PostgresJobRepository
+) -> None:
+    resumable, lost = "5ca1ab1e" * 4, "dead10cc" * 4
+    add_job(jobs, resumable, chunks=0)
+    add_job(jobs, lost, chunks=0)
+    chunk = ChunkRef(
+        index=0, key=keys.chunk_audio(resumable, 0), start_ms=0, end_ms=9000, pcm_sha256="c" * 64
+    )
+    manifest = Manifest(
+        execution=ExecutionInput(
+            job_id=resumable,
+            language="en",
+            queue_url=pipeline.cloud.stack.ref("ChunkQueueLow"),
+            chunks=[chunk],
+        ),
+        duration_s=9.0,
+        chunks_total=1,
+        chunks_silent=0,
+        split_seconds=0.1,
+    )
+    put(pipeline, keys.manifest(resumable), manifest.model_dump_json().encode())
+    # As an older splitter left it: TRANSCRIBING claimed, its execution never started.
+    jobs.set_status(resumable, JobStatus.TRANSCRIBING)
+    jobs.set_status(lost, JobStatus.SPLITTING)  # and no delivery of its upload for hours
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE jobs SET updated_at = now() - interval '10 minutes' WHERE job_id = %s",
+            (resumable,),
+        )
+        conn.execute(
+            "UPDATE jobs SET updated_at = now() - interval '3 hours' WHERE job_id = %s", (lost,)
+        )
+
+    report = invoke(pipeline, "reconciler-schedule.json")
+
+    assert resumable in report["resumed"] and lost in report["ended"]
+    sfn = pipeline.cloud.boto3_client("stepfunctions")
+    arn = stack_execution_arn(pipeline, resumable)
+    assert sfn.describe_execution(executionArn=arn)["status"] in ("RUNNING", "SUCCEEDED", "FAILED")
+    view = jobs.get(lost)
+    assert view is not None and view.job.status is JobStatus.FAILED
+    assert "could not be split" in (view.job.failure_reason or "")
+    again = invoke(pipeline, "reconciler-schedule.json")  # nothing left to repair
+    assert resumable not in again["resumed"] and lost not in again["ended"]
+
+
+def stack_execution_arn(pipeline: LocalPipeline, job_id: str) -> str:
+    machine = pipeline.cloud.stack.outputs["StateMachineArn"]
+    return execution_arn(machine, execution_name(job_id))

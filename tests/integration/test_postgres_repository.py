@@ -299,6 +299,30 @@ def test_an_earlier_runs_finish_or_chunk_answer_changes_nothing(
         repo.set_chunk_state(job.job_id, 7, ChunkState.DONE, run=2)
 
 
+def test_unsettled_jobs_are_the_running_ones_unchanged_since(
+    repo: JobRepository, tenant: str
+) -> None:
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(hours=3)
+    made = {}
+    for status in (JobStatus.SPLITTING, JobStatus.TRANSCRIBING, JobStatus.COMPLETED):
+        job = new_job(tenant, created_at=long_ago)
+        repo.add(job)
+        if status.is_final:
+            repo.finish(job.job_id, status, stats={})
+        else:
+            repo.set_status(job.job_id, status)
+        made[status] = job.job_id
+
+    found = repo.unsettled(unchanged_since=now + timedelta(seconds=1), limit=1000)
+    assert {j.job_id for j in found} >= {made[JobStatus.SPLITTING], made[JobStatus.TRANSCRIBING]}
+    assert made[JobStatus.COMPLETED] not in {j.job_id for j in found}
+    assert [j.updated_at for j in found] == sorted(j.updated_at for j in found)
+    recent = repo.unsettled(unchanged_since=now - timedelta(minutes=5), limit=1000)
+    assert not {j.job_id for j in recent} & set(made.values())  # they just changed
+    assert len(repo.unsettled(unchanged_since=now + timedelta(seconds=1), limit=1)) == 1
+
+
 def test_content_hashes_are_kept_with_the_job(repo: JobRepository, tenant: str) -> None:
     job = new_job(tenant)
     repo.add(job)

@@ -219,6 +219,7 @@ def test_delete_removes_objects_and_rows_but_not_a_running_job(api: SimpleNamesp
     api.store.put_bytes(f"uploads/{job_id}x/other", b"y", "text/plain")  # another job's prefix
 
     api.jobs.set_status(job_id, JobStatus.TRANSCRIBING)
+    api.workflow.start(job_id, "{}")
     status, answer = call(api, "DELETE", f"/jobs/{job_id}")
     assert status == 409 and "TRANSCRIBING" in answer["message"]
 
@@ -230,6 +231,19 @@ def test_delete_removes_objects_and_rows_but_not_a_running_job(api: SimpleNamesp
     assert call(api, "GET", f"/jobs/{job_id}")[0] == 404
     remaining = api.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
     assert [o["Key"] for o in remaining] == [f"uploads/{job_id}x/other"]
+
+
+def test_delete_works_on_a_job_that_claims_to_run_while_nothing_does(
+    api: SimpleNamespace,
+) -> None:
+    _, ticket = call(api, "POST", "/uploads", body=UPLOAD)
+    job_id = ticket["job_id"]
+    api.jobs.set_status(job_id, JobStatus.TRANSCRIBING)
+    api.workflow.start(job_id, "{}")
+    api.workflow.end_execution(job_id, status="FAILED")  # and its failure notice was lost
+
+    assert call(api, "DELETE", f"/jobs/{job_id}")[0] == 200
+    assert call(api, "GET", f"/jobs/{job_id}")[0] == 404
 
 
 def test_delete_forgets_the_jobs_cache_entries(api: SimpleNamespace) -> None:

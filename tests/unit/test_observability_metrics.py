@@ -47,6 +47,7 @@ from sttpipe.domain.models import (
     ExecutionInput,
     Job,
     JobFailureNotice,
+    JobStatus,
     MergeTask,
     Priority,
     TaskError,
@@ -57,6 +58,7 @@ from sttpipe.services.deliveries import ChunkDeliveryService
 from sttpipe.services.event_metrics import EventMetrics
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
+from sttpipe.services.reconciling import ReconcilerService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.base import AuthenticationError, PermanentSpeechError, Transcriber
@@ -232,8 +234,9 @@ class Run:
         self.workflow = InMemoryWorkflow()
         self.events = InMemoryEventPublisher()
         bus = EventBridgePublisher("no-such-bus", record, boto3.client("events"))
+        self.job_rows = InMemoryJobRepository()
         self.jobs = PublishingJobRepository(
-            InMemoryJobRepository(), FanOut(EventMetrics(record), self.events, bus)
+            self.job_rows, FanOut(EventMetrics(record), self.events, bus)
         )
         self.settings = get_settings()
         cache = TieredTranscriptCache(
@@ -257,7 +260,8 @@ class Run:
         for attr, value in patches.items():
             self.monkeypatch.setattr(module, attr, value)
         response = module.handler(event, context(name))
-        assert response == {"batchItemFailures": []}
+        if "Records" in event:
+            assert response == {"batchItemFailures": []}
 
     def upload(self, data: bytes) -> str:
         job_id = uuid.uuid4().hex
@@ -370,7 +374,42 @@ class Run:
             sqs_event(notice.model_dump_json(), "arn:aws:sqs:us-east-1:1:merge"),
             merge_service=lambda: merge,
         )
+        self.reconcile(self.upload(sample))
         return emf_series(self.capture.text())
+
+    def reconcile(self, split_job: str) -> None:
+        """One stuck job of each kind the reconciler repairs: resumed and ended."""
+        # A split whose execution never started (as an older splitter could leave it).
+        self.workflow.statuses = {
+            arn: status
+            for arn, status in self.workflow.statuses.items()
+            if not arn.endswith(split_job)
+        }
+        self.job_rows.age(split_job, 600)
+        never_split = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        self.jobs.add(
+            Job(
+                job_id=never_split,
+                filename="lost.flac",
+                upload_key=f"uploads/{never_split}/lost.flac",
+                status=JobStatus.SPLITTING,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        self.job_rows.age(never_split, 86_400)
+        reconciler = ReconcilerService(
+            self.store, self.jobs, self.workflow, self.settings, record=bootstrap.metric_recorder()
+        )
+        self.invoke(
+            "reconciler",
+            "reconciler",
+            json.loads((ROOT / "events" / "reconciler-schedule.json").read_text()),
+            reconciler_service=lambda: reconciler,
+        )
+        report = reconciler.reconcile()  # a second run finds nothing left to repair
+        assert (report.resumed, report.ended) == ([], [])
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +476,8 @@ def test_the_run_emitted_each_dimension_value_it_was_meant_to(emitted: set[Serie
     assert series("QueueWait", {"Priority": "high", "service": "worker"}) in emitted
     assert series("SpeechApiThrottled", {"service": "worker"}) in emitted
     assert series("SpeechApiKeyRefused", {"service": "worker"}) in emitted
+    for repair in ("resumed", "ended"):
+        assert series("JobsRepaired", {"Repair": repair, "service": "reconciler"}) in emitted
     assert series("EventsNotPublished", {"service": "splitter"}) in emitted
     assert series("JobDuration", {"SizeClass": "under5min", "service": "merge"}) in emitted
 

@@ -223,6 +223,7 @@ def test_a_job_transcribing_without_its_execution_is_started_by_the_redelivery()
     world.service.handle_upload(key)
     # As an earlier version left it: TRANSCRIBING claimed, then the start never happened.
     world.workflow.executions.clear()
+    world.workflow.statuses.clear()
 
     outcome = world.service.handle_upload(key)
 

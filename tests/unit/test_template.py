@@ -73,10 +73,14 @@ def test_every_queue_driven_function_reports_partial_batch_failures(
         assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-def test_every_function_but_the_api_and_the_warmer_is_fed_by_sqs(
+def test_every_function_but_the_api_and_the_scheduled_ones_is_fed_by_sqs(
     template: dict[str, Any],
 ) -> None:
-    own_trigger = {"ApiFunction": {"HttpApi"}, "CacheWarmerFunction": {"Schedule"}}
+    own_trigger = {
+        "ApiFunction": {"HttpApi"},
+        "CacheWarmerFunction": {"Schedule"},
+        "ReconcilerFunction": {"Schedule"},
+    }
     for name, props in _functions(template).items():
         kinds = {e["Type"] for e in props["Events"].values()}
         assert kinds == own_trigger.get(name, {"SQS"}), name

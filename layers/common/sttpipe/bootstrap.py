@@ -44,6 +44,7 @@ from sttpipe.services.event_metrics import EventMetrics
 from sttpipe.services.jobs import JobService
 from sttpipe.services.lifecycle import FanOut, PublishingJobRepository
 from sttpipe.services.merging import MergeService
+from sttpipe.services.reconciling import ReconcilerService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
@@ -280,6 +281,17 @@ class Container:
         )
 
     @cached_property
+    def reconciler_service(self) -> ReconcilerService:
+        return ReconcilerService(
+            self.store,
+            self.jobs,
+            self.workflow,
+            self.settings,
+            record=self.metrics,
+            announcer=self.announcer,
+        )
+
+    @cached_property
     def webhook_service(self) -> WebhookService:
         return WebhookService(self.jobs, self.notifier)
 
@@ -330,6 +342,10 @@ def chunk_delivery_service() -> ChunkDeliveryService:
 
 def merge_service() -> MergeService:
     return container().merge_service
+
+
+def reconciler_service() -> ReconcilerService:
+    return container().reconciler_service
 
 
 def webhook_service() -> WebhookService:

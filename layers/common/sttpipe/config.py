@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     cache_warm_limit: int = Field(default=500, ge=0)
     cache_warm_min_hits: int = Field(default=1, ge=0)
 
+    # The reconciler (scheduled): jobs whose status has not changed for reconcile_after_s are
+    # checked against their execution, up to reconcile_batch per run. A SPLITTING job with no
+    # stored split is ended only after stalled_split_after_s without a delivery of its upload:
+    # longer than the upload queue's visibility timeout (5400 s) plus the splitter's (900 s).
+    reconcile_after_s: float = Field(default=300.0, ge=0)
+    reconcile_batch: int = Field(default=100, ge=1)
+    stalled_split_after_s: float = Field(default=7200.0, ge=0)
+
     # Completion webhooks: the merge (and a job answered from the cache) queues a notice here;
     # webhooks are on where it is set. The webhook function delivers it (sttpipe.adapters.webhook),
     # signed with the HMAC key in Secrets Manager on AWS.

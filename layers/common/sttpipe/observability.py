@@ -41,6 +41,8 @@ class Metric(StrEnum):
     JOBS_PARTIAL = "JobsPartial"
     JOBS_FAILED = "JobsFailed"
     JOB_DURATION = "JobDuration"  # milliseconds from upload to transcript; dimension SizeClass
+    # reconciler
+    JOBS_REPAIRED = "JobsRepaired"  # stuck jobs resumed or ended; dimension Repair
     # domain events (any function)
     EVENTS_NOT_PUBLISHED = "EventsNotPublished"  # EventBridge refused or could not be reached
 
@@ -49,6 +51,7 @@ class Dimension(StrEnum):
     LEVEL = "Level"  # cache level
     PRIORITY = "Priority"  # high | normal | low
     SIZE_CLASS = "SizeClass"  # the recording's length: see size_class()
+    REPAIR = "Repair"  # what the reconciler did to a stuck job: resumed | ended
     SERVICE = "service"  # added by Powertools to every metric: POWERTOOLS_SERVICE_NAME
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import IO, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -124,6 +125,11 @@ class JobRepository(Protocol):
 
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]: ...
 
+    def unsettled(self, *, unchanged_since: datetime, limit: int) -> list[Job]:
+        """Jobs of every tenant in SPLITTING, TRANSCRIBING or MERGING whose status has not
+        changed since `unchanged_since`, oldest first: what the reconciler checks."""
+        ...
+
     def delete(self, job_id: str) -> None:
         """Remove the job and its chunks; a job that does not exist is no error."""
         ...
@@ -142,6 +148,11 @@ class Workflow(Protocol):
     def fail(self, task_token: str, error: str, cause: str) -> None: ...
 
     def heartbeat(self, task_token: str) -> None: ...
+
+    def execution_status(self, job_id: str, run: int = 1) -> str | None:
+        """The status of the job's execution for `run` (RUNNING, SUCCEEDED, FAILED, TIMED_OUT,
+        ABORTED), or None when it was never started."""
+        ...
 
 
 class MessageQueues(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -24,6 +25,12 @@ from sttpipe.ports import JobNotFound
 FINAL_STATUSES = [s.value for s in JobStatus if s.is_final]
 # A job ended in one of these may run again for its chunks that did not finish.
 RERUNNABLE_STATUSES = [JobStatus.PARTIAL.value, JobStatus.FAILED.value]
+# A job in one of these has work in flight, or is stuck: the reconciler's candidates.
+UNSETTLED_STATUSES = [
+    JobStatus.SPLITTING.value,
+    JobStatus.TRANSCRIBING.value,
+    JobStatus.MERGING.value,
+]
 # Chunks a re-run leaves alone: they have their transcript, or need none.
 SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
 
@@ -197,6 +204,15 @@ class PostgresJobRepository:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 query, {"tenant": tenant_id, "limit": limit, "before": before}
+            ).fetchall()
+        return [Job.model_validate(r) for r in rows]
+
+    def unsettled(self, *, unchanged_since: datetime, limit: int) -> list[Job]:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ANY(%s) AND updated_at < %s"
+                " ORDER BY updated_at LIMIT %s",
+                (UNSETTLED_STATUSES, unchanged_since, limit),
             ).fetchall()
         return [Job.model_validate(r) for r in rows]
 

@@ -78,6 +78,15 @@ class StepFunctionsWorkflow:
             return execution_arn(self.state_machine_arn, name)
         return response["executionArn"]
 
+    def execution_status(self, job_id: str, run: int = 1) -> str | None:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
+        try:
+            return self._sfn.describe_execution(executionArn=arn)["status"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return None
+            raise
+
     def succeed(self, task_token: str, output: str) -> None:
         with _task_answer():
             self._sfn.send_task_success(taskToken=task_token, output=output)

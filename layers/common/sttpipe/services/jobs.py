@@ -33,6 +33,7 @@ from sttpipe.ports import (
 )
 from sttpipe.services.manifests import find_manifest
 from sttpipe.services.merging import complete_from_cache
+from sttpipe.services.reconciling import stalled
 from sttpipe.services.webhooks import JobEndAnnouncer
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
@@ -247,7 +248,7 @@ class JobService:
         view = self._owned(job_id, tenant_id)
         if view is None:
             return None
-        if view.job.status in _RUNNING:
+        if view.job.status in _RUNNING and not self._stalled(view.job):
             raise JobBusy(f"job {job_id} is {view.job.status}; delete it once it has finished")
         hashes = self._content_hashes(job_id)
         cached = self._cache.forget(tenant_id, hashes) if self._cache and hashes else 0
@@ -309,6 +310,13 @@ class JobService:
     def _owned(self, job_id: str, tenant_id: str) -> JobView | None:
         view = self._jobs.get(job_id)
         return view if view is not None and view.job.tenant_id == tenant_id else None
+
+    def _stalled(self, job: Job) -> bool:
+        """A job that claims to run while nothing works on it (see services.reconciling)."""
+        if self._workflow is None:
+            return False
+        execution = self._workflow.execution_status(job.job_id, job.runs)
+        return stalled(job, execution, datetime.now(UTC), self._settings.stalled_split_after_s)
 
     def _content_hashes(self, job_id: str) -> list[str]:
         """What the job's cache entries are keyed by: its upload's and its chunks' hashes, kept

@@ -119,6 +119,9 @@ class PublishingJobRepository:
     def list_jobs(self, tenant_id: str, limit: int, before: str | None = None) -> list[Job]:
         return self._inner.list_jobs(tenant_id, limit, before)
 
+    def unsettled(self, *, unchanged_since: datetime, limit: int) -> list[Job]:
+        return self._inner.unsettled(unchanged_since=unchanged_since, limit=limit)
+
     def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
         self._inner.remember_content(job_id, content_sha256s)
 

@@ -33,7 +33,7 @@ from sttpipe.ports import (
     TranscriptCache,
     Workflow,
 )
-from sttpipe.services.manifests import find_manifest, store_manifest
+from sttpipe.services.manifests import find_manifest, start_split, store_manifest
 from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.sizing import plan_chunks
 from sttpipe.services.webhooks import JobEndAnnouncer
@@ -196,26 +196,21 @@ class SplitterService:
     def _start(
         self, job: Job, manifest: Manifest, started: float, *, resumed: bool
     ) -> SplitOutcome:
-        """Record the split's chunks and content, start its execution, then claim TRANSCRIBING:
-        each step repeatable, so that a delivery that died between any two is made whole by the
-        next one."""
-        execution = manifest.execution
-        progress = manifest.progress()
-        self._jobs.add_chunks(job.job_id, progress)
-        content = [c.pcm_sha256 for c in execution.chunks]
-        self._jobs.remember_content(
-            job.job_id, content + ([manifest.upload_sha256] if manifest.upload_sha256 else [])
-        )
-        self._workflow.start(job.job_id, execution.model_dump_json(), run=execution.run)
-        self._jobs.set_status(job.job_id, JobStatus.TRANSCRIBING)
+        start_split(self._jobs, self._workflow, manifest)
         if self._record is not None and not resumed:
             split_ms = (time.monotonic() - started) * 1000
             self._record(Metric.SPLIT_DURATION, split_ms, MetricUnit.Milliseconds)
         logger.info(
             "job resumed from its stored split" if resumed else "job split",
-            extra={"job_id": job.job_id, "chunks": len(progress), "silent": manifest.chunks_silent},
+            extra={
+                "job_id": job.job_id,
+                "chunks": manifest.chunks_total,
+                "silent": manifest.chunks_silent,
+            },
         )
-        return SplitOutcome(job.job_id, JobStatus.TRANSCRIBING, chunks=len(execution.chunks))
+        return SplitOutcome(
+            job.job_id, JobStatus.TRANSCRIBING, chunks=len(manifest.execution.chunks)
+        )
 
     def _options(self, duration_s: float) -> SplitOptions:
         """How to cut this recording: its chunks sized for the speech API's capacity now."""
