@@ -36,6 +36,7 @@ from sttpipe_testing.fakes import (
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from localcloud.services import ensure_redis, scratch_database
@@ -46,7 +47,7 @@ from sttpipe.cache.base import seal
 from sttpipe.cache.transcripts import CHUNKS
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkOutcome, ChunkTask, ExecutionInput, Job, JobStatus, MergeTask
+from sttpipe.domain.models import ChunkOutcome, ChunkTask, Job, JobStatus, MergeTask
 from sttpipe.domain.transcripts import CachedChunk, CachedSegment, CacheLevel
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
@@ -186,8 +187,9 @@ class Services:
         self.store.put_bytes(upload_key, body, "application/octet-stream")
         outcome = self.splitter.handle_upload(upload_key)
         if outcome.status is JobStatus.TRANSCRIBING:
-            execution = ExecutionInput.model_validate_json(
-                next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
+            execution = started_run(
+                self.store,
+                next(v for k, v in self.workflow.executions.items() if k.endswith(job_id)),
             )
 
             def transcribe(chunk_task: ChunkTask) -> ChunkOutcome:

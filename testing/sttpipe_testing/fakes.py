@@ -30,10 +30,19 @@ from sttpipe.adapters.stepfunctions import (
     truncate,
 )
 from sttpipe.domain.events import DomainEvent
-from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkRef,
+    ChunkState,
+    ExecutionInput,
+    Job,
+    JobStatus,
+    JobView,
+    WorkflowInput,
+)
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.observability import Dimension, Metric
-from sttpipe.ports import JobNotFound, ObjectNotFound, TaskNoLongerWaiting
+from sttpipe.ports import JobNotFound, ObjectNotFound, ObjectStore, TaskNoLongerWaiting
 from sttpipe.speech.base import SpeechError
 
 # ---- object store ---------------------------------------------------------------------------
@@ -308,6 +317,17 @@ def _now() -> datetime:
 
 
 # ---- workflow -------------------------------------------------------------------------------
+
+
+def started_run(store: ObjectStore, workflow_input: str) -> ExecutionInput:
+    """What an execution started with `workflow_input` transcribes: its input, with the chunk
+    list its Map reads from the object store."""
+    started = WorkflowInput.model_validate_json(workflow_input)
+    chunk_list = json.loads(store.get_bytes(started.chunks_key))
+    return ExecutionInput(
+        **started.model_dump(exclude={"chunks_key"}),
+        chunks=[ChunkRef.model_validate(c) for c in chunk_list],
+    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ _stepfunctions = None
 def _answer(message):
     if "chunk" in message:
         return {"index": message["chunk"]["index"], "text": "chunk %d" % message["chunk"]["index"]}
-    return {"merged": [result["index"] for result in message["results"]]}
+    return {"merged": message["job_id"]}
 
 
 def handler(event, context):
@@ -238,6 +238,11 @@ def test_state_machine_map_completes_when_the_functions_answer_the_tokens(
     with make_cloud(emulator, project, records) as cloud:
         stack = cloud.stack
         sfn = cloud.boto3_client("stepfunctions")
+        chunk_list = json.dumps([{"index": i} for i in range(3)]).encode()
+        s3 = cloud.boto3_client("s3")
+        s3.put_object(
+            Bucket=stack.outputs["BucketName"], Key="work/job-1/chunks.json", Body=chunk_list
+        )
         execution = sfn.start_execution(
             stateMachineArn=stack.outputs["StateMachineArn"],
             input=json.dumps(
@@ -245,7 +250,7 @@ def test_state_machine_map_completes_when_the_functions_answer_the_tokens(
                     "job_id": "job-1",
                     "language": "en",
                     "queue_url": stack.ref("ChunkQueueHigh"),
-                    "chunks": [{"index": i} for i in range(3)],
+                    "chunks_key": "work/job-1/chunks.json",
                 }
             ),
         )["executionArn"]
@@ -257,7 +262,7 @@ def test_state_machine_map_completes_when_the_functions_answer_the_tokens(
         result = wait_for(finished, what="the execution's end")
 
         assert result["status"] == "SUCCEEDED", result
-        assert json.loads(result["output"]) == {"merged": [0, 1, 2]}
+        assert json.loads(result["output"]) == {"merged": "job-1"}
         chunk_messages = [
             json.loads(r["body"])
             for record in read_records(records, "worker")

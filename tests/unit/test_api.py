@@ -16,7 +16,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
-from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryMessageQueues, InMemoryWorkflow
+from sttpipe_testing.fakes import (
+    InMemoryJobRepository,
+    InMemoryMessageQueues,
+    InMemoryWorkflow,
+    started_run,
+)
 
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsQueueStats
@@ -350,7 +355,7 @@ def test_rerun_transcribes_the_failed_chunks_again_once(api: SimpleNamespace) ->
     assert [c["state"] for c in view["chunks"]] == ["DONE", "PENDING", "DONE"]
     ((arn, body),) = api.workflow.executions.items()
     assert arn.endswith(":" + execution_name(job_id, 2))
-    execution = ExecutionInput.model_validate_json(body)
+    execution = started_run(api.store, body)
     assert [c.index for c in execution.chunks] == [1]
     assert execution.queue_url == api.urls["high"]
 

@@ -17,6 +17,7 @@ from sttpipe_testing.fakes import (
     InMemoryMetrics,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from sttpipe import bootstrap
@@ -29,7 +30,7 @@ from sttpipe.domain.events import (
     FileCompleted,
     JobQueued,
 )
-from sttpipe.domain.models import ChunkOutcome, ChunkTask, ExecutionInput, Job, JobStatus, MergeTask
+from sttpipe.domain.models import ChunkOutcome, ChunkTask, Job, JobStatus, MergeTask
 from sttpipe.observability import Metric
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
@@ -88,8 +89,8 @@ class World:
         outcome = self.container.splitter_service.handle_upload(upload_key)
         if outcome.status is JobStatus.COMPLETED:
             return job_id
-        execution = ExecutionInput.model_validate_json(
-            next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
+        execution = started_run(
+            self.store, next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
         )
         results = []
         for chunk in execution.chunks:

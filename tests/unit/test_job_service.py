@@ -9,6 +9,7 @@ from sttpipe_testing.fakes import (
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from sttpipe.adapters.stepfunctions import execution_name
@@ -167,7 +168,7 @@ class Rerun:
 
     def executions(self) -> dict[str, ExecutionInput]:
         return {
-            arn.rsplit(":", 1)[-1]: ExecutionInput.model_validate_json(body)
+            arn.rsplit(":", 1)[-1]: started_run(self.store, body)
             for arn, body in self.workflow.executions.items()
         }
 

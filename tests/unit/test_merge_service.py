@@ -29,24 +29,12 @@ JOB_ID = "fedcba9876543210fedcba9876543210"
 SPANS = [(0, 10_000), (10_000, 20_000), (20_000, 30_000)]
 
 
-class RecordingStore(InMemoryObjectStore):
-    """Notes which objects' existence the merge asked S3 about."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sized: list[str] = []
-
-    def size(self, key: str) -> int | None:
-        self.sized.append(key)
-        return super().size(key)
-
-
-World = tuple[MergeService, RecordingStore, InMemoryJobRepository, InMemoryWorkflow]
+World = tuple[MergeService, InMemoryObjectStore, InMemoryJobRepository, InMemoryWorkflow]
 
 
 @pytest.fixture
 def world() -> World:
-    store, jobs, workflow = RecordingStore(), InMemoryJobRepository(), InMemoryWorkflow()
+    store, jobs, workflow = InMemoryObjectStore(), InMemoryJobRepository(), InMemoryWorkflow()
     now = datetime.now(UTC)
     jobs.add(Job(job_id=JOB_ID, filename="a.wav", upload_key="u", created_at=now, updated_at=now))
     jobs.add_chunks(
@@ -123,7 +111,6 @@ def test_all_chunks_done_completes_the_job_with_every_format(world: World) -> No
     view = jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.COMPLETED
     assert workflow.answers[token].succeeded
-    assert store.sized == []  # every chunk was in the Map's results: nothing looked up
 
 
 def test_some_chunks_failed_makes_a_partial_transcript_that_names_them(world: World) -> None:
@@ -219,7 +206,6 @@ def test_a_rerun_merges_its_chunks_with_those_an_earlier_run_stored(world: World
     assert stats["speech_api_calls"] == 3  # every stored result's, not only the re-run's
     assert stats["cache_hits"] == {"L1": 1, "L2": 0, "L3": 0}
     assert stats["runs"] == 2
-    assert sorted(store.sized) == [keys.chunk_result(JOB_ID, 0), keys.chunk_result(JOB_ID, 2)]
     view = jobs.get(JOB_ID)
     assert view is not None
     assert (view.job.status, view.job.failure_reason) == (JobStatus.COMPLETED, None)
@@ -279,3 +265,18 @@ def test_a_failure_notice_of_an_earlier_run_changes_nothing(world: World) -> Non
     view = jobs.get(JOB_ID)
     assert view is not None
     assert (view.job.status, view.job.failure_reason) == (JobStatus.TRANSCRIBING, None)
+
+
+def test_without_the_maps_results_every_chunk_is_read_from_its_stored_result(world: World) -> None:
+    service, store, jobs, workflow = world
+    _done(store, 0, "First one.")
+    _done(store, 2, "Third one.")
+    jobs.set_chunk_state(JOB_ID, 1, ChunkState.FAILED, error="Chunk 1: HTTP 400 bad audio")
+
+    # The Map's results no longer travel: a long recording's would outgrow the payload limit.
+    assert _merge(service, workflow) is JobStatus.PARTIAL
+
+    document = json.loads(store.get_bytes(keys.transcript(JOB_ID, "json")))
+    assert [f["reason"] for f in document["failed_chunks"]] == ["Chunk 1: HTTP 400 bad audio"]
+    text = store.get_bytes(keys.transcript(JOB_ID, "txt")).decode()
+    assert "First one." in text and "Third one." in text

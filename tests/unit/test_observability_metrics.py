@@ -31,6 +31,7 @@ from sttpipe_testing.fakes import (
     InMemoryMessageQueues,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from localcloud.runtime import LambdaContext
@@ -291,7 +292,7 @@ class Run:
 
     def execution(self, job_id: str) -> ExecutionInput:
         return next(
-            ExecutionInput.model_validate_json(i)
+            started_run(self.store, i)
             for i in self.workflow.executions.values()
             if json.loads(i)["job_id"] == job_id
         )

@@ -10,6 +10,7 @@ from sttpipe_testing.fakes import (
     InMemoryMetrics,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from sttpipe.config import Settings
@@ -113,7 +114,7 @@ def test_a_stored_split_whose_execution_never_started_is_started() -> None:
     assert (report.checked, report.resumed, report.ended) == (1, [job_id], [])
     assert world.workflow.execution_status(job_id) == "RUNNING"
     (started,) = world.workflow.executions.values()
-    assert len(ExecutionInput.model_validate_json(started).chunks) == 2
+    assert len(started_run(world.store, started).chunks) == 2
     view = world.jobs.get(job_id)
     assert view is not None and view.job.status is JobStatus.TRANSCRIBING
     assert [c.state for c in view.chunks] == [ChunkState.PENDING] * 2 + [ChunkState.SILENT]

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 from sttpipe_testing.audio import silence, write_wav
-from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryObjectStore, InMemoryWorkflow
+from sttpipe_testing.fakes import (
+    InMemoryJobRepository,
+    InMemoryObjectStore,
+    InMemoryWorkflow,
+    started_run,
+)
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkState,
-    ExecutionInput,
     Job,
     JobStatus,
     Manifest,
@@ -66,7 +70,7 @@ def test_sample_is_cut_into_chunks_and_handed_to_the_priority_queue() -> None:
 
     assert outcome.status is JobStatus.TRANSCRIBING and outcome.chunks >= 2
     (execution_json,) = world.workflow.executions.values()
-    execution = ExecutionInput.model_validate_json(execution_json)
+    execution = started_run(world.store, execution_json)
     assert execution.queue_url == "https://sqs/high"
     assert execution.language == "en"
     # Chunks tile the recording in order, each stored as FLAC under the job's prefix.
@@ -210,7 +214,7 @@ def test_a_start_that_failed_is_made_by_the_redelivered_upload() -> None:
     (execution_json,) = world.workflow.executions.values()
     # The split stored before is resumed, not redone: its chunks are the ones started.
     assert world.store.get_bytes(keys.manifest(JOB_ID)) == manifest
-    assert ExecutionInput.model_validate_json(execution_json) == (
+    assert started_run(world.store, execution_json) == (
         Manifest.model_validate_json(manifest).execution
     )
     view = world.jobs.get(JOB_ID)

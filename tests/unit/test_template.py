@@ -140,10 +140,20 @@ def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
     placeholders = set(re.findall(r"\$\{(\w+)\}", text))
     assert placeholders == set(machine["DefinitionSubstitutions"])
     definition = json.loads(
-        re.sub(r"\$\{(\w+)\}", lambda m: "60" if "Seconds" in m[1] else "q", text)
+        re.sub(
+            r"\$\{(\w+)\}",
+            lambda m: "60" if m[1].endswith(("Seconds", "PerJob")) else "q",
+            text,
+        )
     )
 
-    chunk_states = definition["States"]["TranscribeChunks"]["ItemProcessor"]["States"]
+    chunks = definition["States"]["TranscribeChunks"]
+    # Distributed, reading the chunk list from S3: no chunk count is too long for the input.
+    assert chunks["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert chunks["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert chunks["ItemReader"]["Parameters"]["Key.$"] == "$.chunks_key"
+    assert chunks["ResultPath"] is None  # nor are the results carried on
+    chunk_states = chunks["ItemProcessor"]["States"]
     task = chunk_states["TranscribeChunk"]
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     assert task["Parameters"]["MessageBody"]["task_token.$"] == "$$.Task.Token"

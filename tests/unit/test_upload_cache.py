@@ -19,6 +19,7 @@ from sttpipe_testing.fakes import (
     InMemoryMessageQueues,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    started_run,
 )
 
 from sttpipe.cache import TieredCache, TieredTranscriptCache
@@ -28,7 +29,6 @@ from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkOutcome,
     ChunkTask,
-    ExecutionInput,
     Job,
     JobEndNotice,
     JobStatus,
@@ -98,8 +98,8 @@ class Pipeline:
         self.store.put_bytes(upload_key, body, "audio/flac")
         if self.splitter.handle_upload(upload_key).status is JobStatus.COMPLETED:
             return job_id
-        execution = ExecutionInput.model_validate_json(
-            next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
+        execution = started_run(
+            self.store, next(v for k, v in self.workflow.executions.items() if k.endswith(job_id))
         )
         results = []
         for chunk in execution.chunks:

@@ -39,6 +39,12 @@ def manifest(job_id: str) -> str:
     return f"{WORK_PREFIX}{job_id}/manifest.json"
 
 
+def chunk_list(job_id: str, run: int) -> str:
+    """The chunks a run transcribes, as a JSON array of ChunkRef: the state machine's Map reads
+    it from here (its ItemReader), so that no job is too long for an execution's input."""
+    return f"{WORK_PREFIX}{job_id}/runs/{run}/chunks.json"
+
+
 def chunk_audio(job_id: str, index: int) -> str:
     return f"{WORK_PREFIX}{job_id}/chunks/{index:05d}.flac"
 

@@ -198,18 +198,22 @@ class ChunkTask(BaseModel):
 
 
 class MergeTask(BaseModel):
-    """Body of the message the state machine puts on the merge queue after the Map."""
+    """Body of the message the state machine puts on the merge queue after the Map. The Map's
+    results do not travel (they would outgrow the payload limit on long recordings): the merge
+    finds each chunk's stored result, or the reason its worker recorded. Executions of older
+    versions still send them, and those are used."""
 
     model_config = ConfigDict(extra="forbid")
 
     task_token: str = Field(min_length=1)
     job_id: str = Field(min_length=1)
-    results: list[ChunkOutcome]
+    results: list[ChunkOutcome] = Field(default_factory=list)
     run: int | None = Field(default=None, ge=1)
 
 
 class ExecutionInput(BaseModel):
-    """Input of one state machine execution, written by the splitter."""
+    """What a run transcribes and how: its chunks, language, prompt and queue (kept in the
+    manifest; the execution itself gets a WorkflowInput, its chunks through S3)."""
 
     job_id: str
     language: str | None
@@ -219,6 +223,18 @@ class ExecutionInput(BaseModel):
     # Which of the job's executions this is (1, then one more per re-run). Every message of the
     # execution carries it, and what a run other than the job's current one says is ignored.
     run: int = Field(default=1, ge=1)
+
+
+class WorkflowInput(BaseModel):
+    """Input of one state machine execution, as the splitter or a re-run starts it: how to
+    transcribe, and where the run's chunk list is (`keys.chunk_list`)."""
+
+    job_id: str
+    language: str | None
+    prompt: str | None = None
+    queue_url: str
+    run: int = Field(ge=1)
+    chunks_key: str
 
 
 class JobFailureNotice(BaseModel):

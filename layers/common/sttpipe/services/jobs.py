@@ -31,7 +31,7 @@ from sttpipe.ports import (
     TranscriptCache,
     Workflow,
 )
-from sttpipe.services.manifests import find_manifest
+from sttpipe.services.manifests import find_manifest, start_run
 from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.reconciling import stalled
 from sttpipe.services.webhooks import JobEndAnnouncer
@@ -288,7 +288,7 @@ class JobService:
             }
         )
         try:
-            self._workflow.start(job_id, execution.model_dump_json(), run=run)
+            start_run(self._store, self._workflow, execution)
         except Exception:
             # Back to how it ended, so that it can be re-run again. The run number stays used:
             # a start that failed may still have created its execution.

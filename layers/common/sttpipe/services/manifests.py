@@ -4,8 +4,10 @@ validates it alike; one way to start the execution of a stored split."""
 
 from __future__ import annotations
 
+import json
+
 from sttpipe.domain import keys
-from sttpipe.domain.models import JobStatus, Manifest
+from sttpipe.domain.models import ExecutionInput, JobStatus, Manifest, WorkflowInput
 from sttpipe.ports import JobRepository, ObjectNotFound, ObjectStore, Workflow
 
 
@@ -27,7 +29,9 @@ def find_manifest(store: ObjectStore, job_id: str) -> Manifest | None:
         return None
 
 
-def start_split(jobs: JobRepository, workflow: Workflow, manifest: Manifest) -> None:
+def start_split(
+    store: ObjectStore, jobs: JobRepository, workflow: Workflow, manifest: Manifest
+) -> None:
     """Record a stored split's chunks and content hashes, start its execution, then claim
     TRANSCRIBING: each step repeatable (the execution is named after the job and run), so that
     whoever finds a split stored but not started (a redelivered upload, the reconciler) can
@@ -38,5 +42,23 @@ def start_split(jobs: JobRepository, workflow: Workflow, manifest: Manifest) -> 
     if manifest.upload_sha256:
         content.append(manifest.upload_sha256)
     jobs.remember_content(execution.job_id, content)
-    workflow.start(execution.job_id, execution.model_dump_json(), run=execution.run)
+    start_run(store, workflow, execution)
     jobs.set_status(execution.job_id, JobStatus.TRANSCRIBING)
+
+
+def start_run(store: ObjectStore, workflow: Workflow, execution: ExecutionInput) -> str:
+    """Start the execution of `execution`'s run: its chunk list is stored for the Map to read,
+    the rest is the execution's input. Repeatable: the list is the same, and the execution is
+    named after the job and run. Returns the execution's ARN."""
+    chunks_key = keys.chunk_list(execution.job_id, execution.run)
+    chunk_list = json.dumps([c.model_dump(mode="json") for c in execution.chunks])
+    store.put_bytes(chunks_key, chunk_list.encode(), "application/json")
+    workflow_input = WorkflowInput(
+        job_id=execution.job_id,
+        language=execution.language,
+        prompt=execution.prompt,
+        queue_url=execution.queue_url,
+        run=execution.run,
+        chunks_key=chunks_key,
+    )
+    return workflow.start(execution.job_id, workflow_input.model_dump_json(), run=execution.run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools import Logger
 
@@ -19,11 +20,11 @@ from sttpipe.domain.models import (
     JobView,
     Manifest,
     MergeTask,
-    TaskError,
 )
 from sttpipe.domain.transcripts import CachedUpload, CacheLevel, FailedChunk, Hit, Transcript
 from sttpipe.ports import (
     JobRepository,
+    ObjectNotFound,
     ObjectStore,
     TaskNoLongerWaiting,
     TranscriptCache,
@@ -34,6 +35,10 @@ from sttpipe.services.webhooks import JobEndAnnouncer
 from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
 
 logger = Logger(child=True)
+
+# Chunk results read at once by a merge: S3 answers each in tens of milliseconds, and a long
+# recording has thousands.
+_PARALLEL_READS = 16
 
 _CONTENT_TYPES = {
     "txt": "text/plain; charset=utf-8",
@@ -74,11 +79,9 @@ class MergeService:
 
         done: list[ChunkTranscript] = []
         failed: list[FailedChunk] = []
-        for outcome in self._every_chunk(task, manifest):
-            if outcome.result_key is not None:
-                done.append(
-                    ChunkTranscript.model_validate_json(self._store.get_bytes(outcome.result_key))
-                )
+        for outcome, result in self._every_chunk(task, manifest):
+            if result is not None:
+                done.append(result)
             else:
                 reason = recorded.get(outcome.index) or _failure_reason(outcome)
                 start_ms, end_ms = spans[outcome.index]
@@ -132,22 +135,33 @@ class MergeService:
                 "state machine stopped waiting for the merge", extra={"job_id": task.job_id}
             )
 
-    def _every_chunk(self, task: MergeTask, manifest: Manifest) -> list[ChunkOutcome]:
-        """The outcome of every chunk of the job, in order. A re-run's Map holds only the chunks
-        it redid; the others' results were stored by an earlier run (a first run holds all, so
-        this looks nothing up)."""
+    def _every_chunk(
+        self, task: MergeTask, manifest: Manifest
+    ) -> list[tuple[ChunkOutcome, ChunkTranscript | None]]:
+        """Every chunk of the job, in order, with its stored transcript (None if it failed).
+        The results come from the chunk results in S3, read in parallel (a long recording has
+        thousands): the Map's own results, where an execution of an older version sent them,
+        only add why a chunk failed."""
         outcomes = {o.index: o for o in task.results}
         for chunk in manifest.execution.chunks:
-            if chunk.index not in outcomes:
-                outcomes[chunk.index] = self._stored_outcome(task.job_id, chunk.index)
-        return sorted(outcomes.values(), key=lambda o: o.index)
+            outcomes.setdefault(
+                chunk.index,
+                ChunkOutcome(
+                    index=chunk.index, result_key=keys.chunk_result(task.job_id, chunk.index)
+                ),
+            )
+        ordered = sorted(outcomes.values(), key=lambda o: o.index)
+        with ThreadPoolExecutor(max_workers=_PARALLEL_READS) as pool:
+            results = list(pool.map(self._stored_result, ordered))
+        return list(zip(ordered, results, strict=True))
 
-    def _stored_outcome(self, job_id: str, index: int) -> ChunkOutcome:
-        key = keys.chunk_result(job_id, index)
-        if self._store.size(key) is not None:
-            return ChunkOutcome(index=index, result_key=key)
-        cause = f"Chunk {index}: no result was stored by an earlier run."
-        return ChunkOutcome(index=index, error=TaskError(Error="Chunk.NoResult", Cause=cause))
+    def _stored_result(self, outcome: ChunkOutcome) -> ChunkTranscript | None:
+        if outcome.result_key is None:
+            return None
+        try:
+            return ChunkTranscript.model_validate_json(self._store.get_bytes(outcome.result_key))
+        except ObjectNotFound:
+            return None
 
     def _remember(self, tenant_id: str, manifest: Manifest, transcript: Transcript) -> None:
         """Keep a completed transcript under its upload's hash: a re-upload is answered from it."""
@@ -248,7 +262,7 @@ def _superseded(view: JobView | None, run: int | None, job_id: str) -> bool:
 
 def _failure_reason(outcome: ChunkOutcome) -> str:
     if outcome.error is None:
-        return "unknown failure"
+        return f"Chunk {outcome.index}: no result was stored (its worker gave up or timed out)."
     if outcome.error.error in ("States.HeartbeatTimeout", "States.Timeout"):
         return f"Chunk {outcome.index} timed out waiting for a worker ({outcome.error.error})."
     return outcome.error.cause or outcome.error.error

@@ -91,7 +91,7 @@ class ReconcilerService:
         manifest = find_manifest(self._store, job.job_id)
         if manifest is None or job.runs != manifest.execution.run:
             return False  # never split, or a re-run whose own start is gone
-        start_split(self._jobs, self._workflow, manifest)
+        start_split(self._store, self._jobs, self._workflow, manifest)
         logger.warning("stuck job resumed: its split's execution started", extra=_keys(job))
         return True
 

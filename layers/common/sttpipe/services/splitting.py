@@ -196,7 +196,7 @@ class SplitterService:
     def _start(
         self, job: Job, manifest: Manifest, started: float, *, resumed: bool
     ) -> SplitOutcome:
-        start_split(self._jobs, self._workflow, manifest)
+        start_split(self._store, self._jobs, self._workflow, manifest)
         if self._record is not None and not resumed:
             split_ms = (time.monotonic() - started) * 1000
             self._record(Metric.SPLIT_DURATION, split_ms, MetricUnit.Milliseconds)
