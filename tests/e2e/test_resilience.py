@@ -29,9 +29,10 @@ VISIBILITY_CAP_S = 6
 READ_TIMEOUT_S = 12
 
 
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[LocalPipeline]:
-    with LocalPipeline(
+def resilient_pipeline() -> LocalPipeline:
+    """A moto pipeline set for faults: short visibility timeouts and heartbeats, more worker
+    processes than speech slots, fast retries, short leases (shared with the chaos test)."""
+    return LocalPipeline(
         emulator="moto",
         visibility_timeout_cap_s=VISIBILITY_CAP_S,
         parameter_overrides={"ChunkHeartbeatSeconds": "60", "MergeHeartbeatSeconds": "60"},
@@ -53,7 +54,12 @@ def pipeline() -> Iterator[LocalPipeline]:
             # A chunk failing on purpose may open the shared circuit; later tests must not wait.
             "STT_SPEECH_BREAKER_COOLDOWN_S": "2",
         },
-    ) as running:
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[LocalPipeline]:
+    with resilient_pipeline() as running:
         if running.redis_url is None:
             pytest.skip("Redis is not available: the fleet-wide limit cannot be tested")
         yield running
