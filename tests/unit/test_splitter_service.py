@@ -146,6 +146,22 @@ def test_an_object_put_straight_into_uploads_becomes_one_job() -> None:
     assert all(c.state in (ChunkState.PENDING, ChunkState.SILENT) for c in view.chunks)
 
 
+def test_an_upload_for_a_job_that_is_gone_is_dropped_not_adopted() -> None:
+    world = World()
+    # A form issued for a job deleted since (or never made): the key names the job.
+    key = keys.upload(JOB_ID, "talk.flac")
+    world.store.put_bytes(key, SAMPLE.read_bytes(), "audio/flac")
+
+    outcome = world.service.handle_upload(key)
+
+    assert (outcome.job_id, outcome.status) == (JOB_ID, JobStatus.FAILED)
+    assert outcome.reason == "no such job"
+    assert world.store.size(key) is None  # the object is deleted
+    assert world.jobs.get(JOB_ID) is None
+    assert world.jobs.list_jobs("default", limit=10) == []  # no tenant adopted it
+    assert world.workflow.executions == {}
+
+
 class FixedCapacity:
     """A SpeechCapacityGauge that reports what it was given (the fleet's is tested on Redis)."""
 

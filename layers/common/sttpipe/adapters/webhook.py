@@ -101,14 +101,12 @@ class WebhookNotifier:
         initial_backoff_s: float = 1.0,
         timeout_s: float = 5.0,
         deadline_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._secret = secret
         self._max_attempts = max_attempts
         self._backoff = initial_backoff_s
         self._timeout_s = timeout_s
         self._deadline_s = deadline_s
-        self._transport = transport
 
     def job_finished(self, job: Job, delivery_id: str) -> None:
         if not job.webhook_url:
@@ -152,9 +150,7 @@ class WebhookNotifier:
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         # No redirects: a 3xx to an internal address must not be followed with our signature.
-        async with httpx.AsyncClient(
-            timeout=self._timeout_s, follow_redirects=False, transport=self._transport
-        ) as client:
+        async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
             async with asyncio.timeout(self._deadline_s):
                 response = await client.post(url, content=body, headers=headers)
                 return response.status_code

@@ -116,7 +116,7 @@ def _reason(job: Job, execution: str | None) -> str:
             "The upload could not be split (the splitter stopped without a result);"
             " upload it again."
         )
-    return "The job's execution never started; re-run it."
+    return "The job's execution never started."
 
 
 def _keys(job: Job) -> dict[str, object]:

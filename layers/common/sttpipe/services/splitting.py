@@ -80,6 +80,8 @@ class SplitterService:
         raised, for the message to go to the dead-letter queue."""
         key = unquote_plus(raw_key)
         job = self._job_for(key, etag)
+        if job is None:
+            return self._drop(key)
         resumable = job.status in (JobStatus.SPLITTING, JobStatus.TRANSCRIBING) and job.runs == 1
         if job.status is not JobStatus.AWAITING_UPLOAD and not resumable:
             # At-least-once delivery of the notification: the job is already past splitting.
@@ -105,12 +107,12 @@ class SplitterService:
                 self._jobs.finish(job.job_id, JobStatus.FAILED, stats={}, reason=reason)
             raise
 
-    def _job_for(self, key: str, etag: str) -> Job:
+    def _job_for(self, key: str, etag: str) -> Job | None:
+        """The job the upload is for; None when its key names a job that does not exist."""
         job_id = keys.job_of_upload(key)
         if job_id is not None:
             view = self._jobs.get(job_id)
-            if view is not None:
-                return view.job
+            return view.job if view is not None else None
         # An object put straight into uploads/ (aws s3 cp, a script) becomes a job with defaults,
         # its id derived from the object so that a repeated notification finds the same job.
         job_id = uuid.uuid5(uuid.NAMESPACE_URL, f"s3:{key}#{etag}").hex
@@ -130,6 +132,17 @@ class SplitterService:
         self._jobs.add(job)
         logger.info("job created for a direct upload", extra={"job_id": job.job_id, "key": key})
         return job
+
+    def _drop(self, key: str) -> SplitOutcome:
+        """An upload through a form whose job is gone (deleted while its form was still valid)
+        belongs to nobody: it is deleted, never adopted by another tenant or transcribed."""
+        job_id = keys.job_of_upload(key) or ""
+        deleted = sum(self._store.delete_prefix(p) for p in keys.job_prefixes(job_id))
+        logger.warning(
+            "upload for a job that does not exist dropped",
+            extra={"job_id": job_id, "key": key, "objects_deleted": deleted},
+        )
+        return SplitOutcome(job_id, JobStatus.FAILED, reason="no such job")
 
     def _split(self, job: Job) -> SplitOutcome:
         started = time.monotonic()
