@@ -143,6 +143,18 @@ def mp3_speech(tmp: Path) -> Path:
 
 
 # (case id, maker, settings for the world, pattern the reason must match)
+def hls_playlist_of_a_local_file(tmp: Path) -> Path:
+    """A 100-byte HLS playlist (uploaded as audio/mpeg: the name is the uploader's) whose one
+    segment is a recording already on the function's disk."""
+    secret = tmp / "secret.ts"
+    write_encoded(secret, speech(), "mpegts", "libmp3lame")
+    playlist = tmp / "playlist.m3u8"
+    playlist.write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:12\n#EXTINF:12,\n{secret}\n#EXT-X-ENDLIST\n"
+    )
+    return playlist
+
+
 CASES: list[tuple[str, Maker, dict[str, object], str]] = [
     ("empty-wav", empty("empty.wav"), {}, r"empty \(0 bytes\)"),
     ("empty-m4a", empty("empty.m4a"), {}, r"empty \(0 bytes\)"),
@@ -152,6 +164,13 @@ CASES: list[tuple[str, Maker, dict[str, object], str]] = [
         for ext in ("wav", "flac", "ogg", "opus", "m4a", "webm", "mp4")
     ),
     ("text-named-mp3", text_named_mp3, {}, r"not audio|cannot be decoded"),
+    # FFmpeg's HLS demuxer would follow the playlist to a file on the function's own disk.
+    (
+        "hls-playlist-of-a-local-file",
+        hls_playlist_of_a_local_file,
+        {},
+        r"not audio|cannot be decoded",
+    ),
     ("video-without-audio", video_without_audio, {}, r"no audio track"),
     ("wav-cut-off", wav_samples_missing, {}, r"cut off.*12\.0 s.*2\.0 s"),
     ("wav-header-lies", wav_header_understating, {}, r"header does not match"),

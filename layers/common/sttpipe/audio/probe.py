@@ -36,6 +36,13 @@ from sttpipe.audio.pcm import SAMPLE_RATE, SAMPLE_WIDTH
 SUPPORTED_CODECS = frozenset({"flac", "mp3", "vorbis", "opus", "aac"})
 SUPPORTED_FORMATS_TEXT = "WAV, FLAC, MP3, OGG (Vorbis or Opus), M4A/AAC, WebM or MP4/MOV"
 
+# The only demuxers FFmpeg may pick for an upload: the containers above, and AC-3's (so that its
+# codec is refused by name rather than as "not audio"). Others must never see untrusted bytes:
+# HLS or concat would follow a playlist to files on the function's disk or the network, image
+# and text demuxers are attack surface with nothing to transcribe. And local files only.
+ALLOWED_DEMUXERS = "wav,flac,mp3,ogg,mov,matroska,aac,ac3"
+_OPEN_OPTIONS = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
+
 # How much of the end of the file probe decodes to prove the header's duration.
 TAIL_CHECK_S = 5.0
 
@@ -188,7 +195,7 @@ def _only_chunks_follow(f: BinaryIO, pos: int, size: int) -> bool:
 @contextmanager
 def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[InputContainer, AudioStream]]:
     """The container and its main audio stream (FFmpeg's pick when there are several)."""
-    with av.open(os.fspath(path)) as container:
+    with av.open(os.fspath(path), container_options=_OPEN_OPTIONS) as container:
         stream = container.streams.best("audio")
         if not isinstance(stream, AudioStream):
             raise InvalidAudioError("The file has no audio track.")
