@@ -37,8 +37,9 @@ app = APIGatewayHttpResolver(enable_validation=True)
 prepare(job_service)
 
 # Claims that name the tenant, first found wins: Cognito's custom attribute (ID tokens), a
-# generic issuer's claim, else the user itself is the tenant.
-TENANT_CLAIMS = ("custom:tenant_id", "tenant_id", "sub")
+# generic issuer's claim. Never `sub`: a token that names no tenant (a Cognito access token
+# carries no custom attributes) must not make its user a tenant of its own.
+TENANT_CLAIMS = ("custom:tenant_id", "tenant_id")
 # Fleet-wide actions need this group (Cognito's cognito:groups claim; another issuer must send
 # the same claim). API Gateway passes a list claim as "[a b]".
 OPERATORS_GROUP = "operators"
@@ -70,7 +71,9 @@ def tenant() -> str:
     for name in TENANT_CLAIMS:
         if claims.get(name):
             return str(claims[name])
-    raise UnauthorizedError("the token names no tenant")
+    raise UnauthorizedError(
+        "the token names no tenant: send an ID token with custom:tenant_id (or tenant_id)"
+    )
 
 
 def require_operator() -> None:
@@ -138,7 +141,8 @@ def list_jobs(
 @app.get("/stats/queues")
 @tracer.capture_method
 def queue_stats() -> dict[str, dict[str, int]]:
-    tenant()  # any signed-in caller; depths say nothing about other tenants' jobs
+    tenant()
+    require_operator()  # the fleet's load, every tenant's work included
     return job_service().queue_depths()
 
 
@@ -146,6 +150,7 @@ def queue_stats() -> dict[str, dict[str, int]]:
 @tracer.capture_method
 def cache_stats() -> dict[str, Any]:
     tenant()
+    require_operator()
     return job_service().cache_admin().stats()
 
 

@@ -394,19 +394,39 @@ def test_rerun_of_a_completed_or_rejected_job_is_409_saying_why(api: SimpleNames
     assert api.workflow.executions == {}
 
 
+def test_an_access_token_without_a_tenant_claim_gets_no_tenant_of_its_own(
+    api: SimpleNamespace,
+) -> None:
+    # A Cognito access token carries `sub` but no custom attributes: the user is not a tenant.
+    access = event("GET", "/jobs")
+    claims = access["requestContext"]["authorizer"]["jwt"]["claims"]
+    del claims["custom:tenant_id"]
+    claims["token_use"] = "access"
+    result = api.module.handler(access, CONTEXT)
+    assert result["statusCode"] == 401
+    assert "tenant" in json.loads(result["body"])["message"]
+
+
+@pytest.mark.parametrize("route", ["/stats/queues", "/stats/cache"])
+def test_only_operators_see_the_fleets_statistics(api: SimpleNamespace, route: str) -> None:
+    for groups in (None, "[readers]"):
+        status, answer = call(api, "GET", route, groups=groups)
+        assert status == 403 and "operators" in answer["message"]
+
+
 def test_queue_depths_by_priority_come_from_sqs(api: SimpleNamespace) -> None:
     for _ in range(2):
         api.sqs.send_message(QueueUrl=api.urls["high"], MessageBody="{}")
-    status, depths = call(api, "GET", "/stats/queues")
+    status, depths = call(api, "GET", "/stats/queues", groups="[operators]")
     assert status == 200
     assert depths["high"]["visible"] == 2 and depths["low"]["visible"] == 0
     assert "normal" not in depths  # not configured here
 
 
 def test_cache_endpoints_say_when_there_is_no_cache(api: SimpleNamespace) -> None:
-    status, answer = call(api, "GET", "/stats/cache")
-    assert status == 501 and "cache is not configured" in answer["message"]
     operator = "[readers operators]"
+    status, answer = call(api, "GET", "/stats/cache", groups=operator)
+    assert status == 501 and "cache is not configured" in answer["message"]
     assert call(api, "POST", "/cache/invalidations", body={}, groups=operator)[0] == 400
     status, answer = call(api, "POST", "/cache/invalidations", body={"model": "m"}, groups=operator)
     assert status == 501 and "cache is not configured" in answer["message"]
