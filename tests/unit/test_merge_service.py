@@ -280,3 +280,22 @@ def test_without_the_maps_results_every_chunk_is_read_from_its_stored_result(wor
     assert [f["reason"] for f in document["failed_chunks"]] == ["Chunk 1: HTTP 400 bad audio"]
     text = store.get_bytes(keys.transcript(JOB_ID, "txt")).decode()
     assert "First one." in text and "Third one." in text
+
+
+def test_a_state_machine_failure_tells_the_tenant_no_internals(world: World) -> None:
+    service, _, jobs, _ = world
+    cause = (
+        "Map Run arn:aws:states:us-east-1:123456789012:mapRun:stt-transcription/TranscribeChunks:"
+        "0f1e failed: tolerated failure threshold exceeded"
+    )
+    service.record_failure(
+        JobFailureNotice(
+            job_id=JOB_ID,
+            error=TaskError(Error="States.ExceedToleratedFailureThreshold", Cause=cause),
+        )
+    )
+    view = jobs.get(JOB_ID)
+    assert view is not None and view.job.status is JobStatus.FAILED
+    reason = view.job.failure_reason or ""
+    assert "States.ExceedToleratedFailureThreshold" in reason
+    assert "arn:" not in reason and "123456789012" not in reason

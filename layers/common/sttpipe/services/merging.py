@@ -181,13 +181,14 @@ class MergeService:
         )
 
     def record_failure(self, notice: JobFailureNotice) -> None:
-        reason = f"The job's state machine failed with {notice.error.error}" + (
-            f": {notice.error.cause}" if notice.error.cause else "."
-        )
+        # The error's name for the tenant; its cause (ARNs, account ids, state names) for the
+        # operators' logs only.
+        reason = f"The job's state machine failed with {notice.error.error}."
         if _superseded(self._jobs.get(notice.job_id), notice.run, notice.job_id):
             return
         logger.error(
-            "job failed in the state machine", extra={"job_id": notice.job_id, "reason": reason}
+            "job failed in the state machine",
+            extra={"job_id": notice.job_id, "reason": reason, "cause": notice.error.cause},
         )
         if self._jobs.finish(
             notice.job_id, JobStatus.FAILED, stats={}, reason=reason, run=notice.run
