@@ -166,3 +166,10 @@ def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
         if "Resource" in state
     ]
     assert all(r.startswith("arn:aws:states:::sqs:") for r in resources)  # no lambda:invoke
+
+
+def test_traces_never_record_what_functions_return(template: dict[str, Any]) -> None:
+    # Returned values hold upload forms, hour-long download links and tenants' transcripts:
+    # X-Ray keeps them as metadata unless told not to, for every captured method.
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
