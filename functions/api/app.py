@@ -21,6 +21,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from sttpipe.bootstrap import job_service, prepare
+from sttpipe.config import get_settings
+from sttpipe.domain.models import Priority
 from sttpipe.services.jobs import (
     FeatureUnavailable,
     JobBusy,
@@ -76,16 +78,31 @@ def tenant() -> str:
     )
 
 
-def require_operator() -> None:
+def groups() -> set[str]:
+    """The caller's groups (API Gateway passes a list claim as "[a b]")."""
     claims = app.current_event.request_context.authorizer.jwt_claim or {}
-    if OPERATORS_GROUP not in str(claims.get(GROUPS_CLAIM, "")).strip("[]").split():
+    return set(str(claims.get(GROUPS_CLAIM, "")).strip("[]").split())
+
+
+def require_operator() -> None:
+    if OPERATORS_GROUP not in groups():
         raise ForbiddenError(f"only members of the {OPERATORS_GROUP!r} group may do this")
+
+
+def require_priority_right(priority: Priority | None) -> None:
+    """High priority is served before every other job: a right the token grants (its group),
+    not a choice, or one tenant could starve the others."""
+    group = get_settings().high_priority_group
+    if priority is Priority.HIGH and not groups() & {group, OPERATORS_GROUP}:
+        raise ForbiddenError(f"priority 'high' is for members of the {group!r} group")
 
 
 @app.post("/uploads")
 @tracer.capture_method
 def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[UploadTicket]:
-    ticket = job_service().create_upload(request, tenant())
+    owner = tenant()
+    require_priority_right(request.priority)
+    ticket = job_service().create_upload(request, owner)
     logger.info("upload issued", extra={"job_id": ticket.job_id})
     return Response(status_code=201, body=ticket, content_type="application/json")
 

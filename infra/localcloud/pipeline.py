@@ -131,10 +131,14 @@ class LocalPipeline:
     def api_url(self) -> str:
         return self.cloud.api_url
 
-    def token(self, tenant_id: str = LOCAL_TENANT, *, operator: bool = False) -> str:
-        """A bearer token the local API gateway accepts, for one tenant; an operator's may also
-        invalidate the shared cache."""
-        return self.cloud.auth.mint(tenant_id, groups=("operators",) if operator else ())
+    def token(
+        self, tenant_id: str = LOCAL_TENANT, *, operator: bool = False, priority: bool = True
+    ) -> str:
+        """A bearer token the local API gateway accepts, for one tenant: allowed priority
+        "high" unless `priority` is false; an operator's may also see the fleet's statistics
+        and invalidate the shared cache."""
+        groups = (("priority",) if priority else ()) + (("operators",) if operator else ())
+        return self.cloud.auth.mint(tenant_id, groups=groups)
 
     def describe(self) -> dict[str, Any]:
         """Where everything runs, for people and for `stt up`'s state file."""

@@ -140,7 +140,9 @@ UPLOAD = {"filename": "talk.flac", "content_type": "audio/flac", "size_bytes": 1
 def test_upload_form_is_bound_to_the_jobs_key_type_size_and_a_short_expiry(
     api: SimpleNamespace,
 ) -> None:
-    status, ticket = call(api, "POST", "/uploads", body={**UPLOAD, "priority": "high"})
+    status, ticket = call(
+        api, "POST", "/uploads", body={**UPLOAD, "priority": "high"}, groups="[priority]"
+    )
     assert status == 201
     fields = ticket["upload"]["fields"]
     assert fields["key"] == f"uploads/{ticket['job_id']}/talk.flac"
@@ -344,7 +346,9 @@ def _split(api: SimpleNamespace, job_id: str, failed: list[int]) -> None:
 
 
 def test_rerun_transcribes_the_failed_chunks_again_once(api: SimpleNamespace) -> None:
-    _, ticket = call(api, "POST", "/uploads", body={**UPLOAD, "priority": "high"})
+    _, ticket = call(
+        api, "POST", "/uploads", body={**UPLOAD, "priority": "high"}, groups="[priority]"
+    )
     job_id = ticket["job_id"]
     _split(api, job_id, failed=[1])
 
@@ -392,6 +396,16 @@ def test_rerun_of_a_completed_or_rejected_job_is_409_saying_why(api: SimpleNames
         "the upload was rejected: no audio stream; upload it again",
     )
     assert api.workflow.executions == {}
+
+
+def test_high_priority_is_a_right_the_token_grants(api: SimpleNamespace) -> None:
+    high = {**UPLOAD, "priority": "high"}
+    for groups in (None, "[readers]"):
+        status, answer = call(api, "POST", "/uploads", body=high, groups=groups)
+        assert status == 403 and "priority" in answer["message"]
+    for groups in ("[readers priority]", "[operators]"):
+        assert call(api, "POST", "/uploads", body=high, groups=groups)[0] == 201
+    assert call(api, "POST", "/uploads", body={**UPLOAD, "priority": "low"})[0] == 201
 
 
 def test_an_access_token_without_a_tenant_claim_gets_no_tenant_of_its_own(

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # benchmarks and tests. None sizes each job for speed.
     chunk_target_s: float | None = Field(default=None, gt=0)
 
+    # The token group (cognito:groups) whose members may upload with priority "high";
+    # operators may too.
+    high_priority_group: str = "priority"
+
     # How many receives a message gets before its function gives up on it (the worker on a
     # chunk, the splitter on an upload, ending its job FAILED); keep equal to the queues'
     # redrive maxReceiveCount in template.yaml.
