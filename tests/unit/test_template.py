@@ -173,3 +173,43 @@ def test_traces_never_record_what_functions_return(template: dict[str, Any]) -> 
     # X-Ray keeps them as metadata unless told not to, for every captured method.
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+
+
+def _s3_access(props: dict[str, Any]) -> dict[str, set[str]]:
+    """The S3 actions a resource's policies allow, each with the key prefixes it covers ("" for
+    the bucket itself); a SAM S3 policy template (whole bucket) shows as prefix "*"."""
+    access: dict[str, set[str]] = {}
+    for policy in props.get("Policies", []):
+        if not isinstance(policy, dict):
+            continue
+        for name in policy:
+            if name.startswith("S3"):
+                access.setdefault(name, set()).add("*")
+        for statement in policy.get("Statement", []):
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            for action in (a for a in actions if a.startswith("s3:")):
+                for resource in resources:
+                    arn = resource["Fn::Sub"] if isinstance(resource, dict) else resource
+                    bucket, _, key = arn.partition("${UploadBucket}")
+                    assert bucket.endswith("s3:::"), arn
+                    access.setdefault(action, set()).add(key.lstrip("/").rstrip("*"))
+    return access
+
+
+def test_each_part_touches_only_the_bucket_prefixes_its_code_uses(
+    template: dict[str, Any],
+) -> None:
+    wanted = json.loads((ROOT / "infra" / "s3_access.json").read_text())
+    wanted.pop("_comment")
+    resources = template["Resources"]
+    found = {name: _s3_access(resources[name]["Properties"]) for name in wanted}
+    assert found == {
+        name: {a: set(p) for a, p in access.items()} for name, access in wanted.items()
+    }
+    # Every other function stays out of the bucket.
+    for name, props in _functions(template).items():
+        if name not in wanted:
+            assert _s3_access(props) == {}, name

@@ -137,7 +137,7 @@ class SplitterService:
         """An upload through a form whose job is gone (deleted while its form was still valid)
         belongs to nobody: it is deleted, never adopted by another tenant or transcribed."""
         job_id = keys.job_of_upload(key) or ""
-        deleted = sum(self._store.delete_prefix(p) for p in keys.job_prefixes(job_id))
+        deleted = self._store.delete_prefix(key)
         logger.warning(
             "upload for a job that does not exist dropped",
             extra={"job_id": job_id, "key": key, "objects_deleted": deleted},
