@@ -4,6 +4,7 @@ the merge (queued by the merge, delivered by the webhook function's service)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from sttpipe.adapters.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    UnsafeWebhookTarget,
     WebhookNotifier,
+    public_address,
     sign,
     verify_signature,
 )
@@ -83,8 +86,13 @@ def job(url: str | None, status: JobStatus = JobStatus.COMPLETED) -> Job:
 
 
 def notifier(attempts: int = 4, deadline_s: float = 10.0) -> WebhookNotifier:
+    """A notifier as the local cloud has it: its receivers are on 127.0.0.1 (http)."""
     return WebhookNotifier(
-        lambda: SECRET, max_attempts=attempts, initial_backoff_s=0.01, deadline_s=deadline_s
+        lambda: SECRET,
+        max_attempts=attempts,
+        initial_backoff_s=0.01,
+        deadline_s=deadline_s,
+        allow_private=True,
     )
 
 
@@ -209,3 +217,89 @@ def test_the_webhook_function_delivers_the_current_run_only(receiver: Receiver) 
     jobs.delete("a" * 32)
     assert not service.deliver(notice)
     assert len(receiver.received) == 2
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",  # the instance metadata service
+        "100.64.0.1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "fc00::1",
+    ],
+)
+def test_a_target_that_resolves_to_any_non_public_address_is_refused(address: str) -> None:
+    with pytest.raises(UnsafeWebhookTarget):
+        public_address(
+            "hooks.example.com", 443, resolver=lambda host, port: ["93.184.215.14", address]
+        )
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1", "localhost"])
+def test_every_spelling_of_loopback_is_refused(host: str) -> None:
+    with pytest.raises(UnsafeWebhookTarget):
+        public_address(host, 443)  # the system's resolver reads these as 127.0.0.1
+
+
+def test_a_public_target_is_pinned_to_the_address_that_was_checked() -> None:
+    assert public_address("hooks.example.com", 443, resolver=lambda h, p: ["93.184.215.14"]) == (
+        "93.184.215.14"
+    )
+
+
+class ConnectionCounter:
+    """A TCP listener that counts connections and closes them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                self.accepted += 1
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "resolved"), [("https", "127.0.0.1"), ("http", "93.184.215.14")]
+)
+def test_an_inside_or_plain_http_target_is_never_connected_to(scheme: str, resolved: str) -> None:
+    listener = ConnectionCounter()
+    strict = WebhookNotifier(
+        lambda: SECRET, initial_backoff_s=0.01, resolver=lambda host, port: [resolved]
+    )
+    try:
+        # Refused and dropped, never retried: the URL and its DNS answers are its owner's.
+        strict.job_finished(job(f"{scheme}://hooks.example.com:{listener.port}/x"), DELIVERY)
+    finally:
+        listener.sock.close()
+    assert listener.accepted == 0
+
+
+def test_delivery_connects_to_the_checked_address_with_the_names_host_header(
+    receiver: Receiver,
+) -> None:
+    port = receiver.server.server_address[1]
+    pinned = WebhookNotifier(
+        lambda: SECRET,
+        resolver=lambda host, p: ["127.0.0.1"],
+        allow_private=True,  # the local cloud's receiver is on 127.0.0.1
+    )
+    pinned.job_finished(job(f"http://hooks.example.com:{port}/hook?token=s3cret"), DELIVERY)
+    ((headers, _),) = receiver.received
+    assert {k.lower(): v for k, v in headers.items()}["host"] == f"hooks.example.com:{port}"

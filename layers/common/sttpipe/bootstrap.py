@@ -151,6 +151,7 @@ class Container:
             max_attempts=settings.webhook_max_attempts,
             timeout_s=settings.webhook_timeout_s,
             deadline_s=settings.webhook_deadline_s,
+            allow_private=settings.webhook_allow_insecure,
         )
 
     @cached_property

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -75,6 +77,48 @@ def payload(job: Job) -> dict[str, Any]:
     }
 
 
+# host, port -> the addresses the name resolves to (socket.getaddrinfo's, by default).
+Resolver = Callable[[str, int], list[str]]
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class UnsafeWebhookTarget(Exception):
+    """The webhook's host is, or resolves to, an address that is not public."""
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in found})
+
+
+def _public(address: str) -> bool:
+    """Global unicast, in whatever form: IPv4 inside IPv6 (mapped, 6to4, NAT64, Teredo) is
+    judged as the IPv4 address it carries."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    carried: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
+        carried += [e for e in embedded if e is not None]
+    return all(a.is_global and not a.is_multicast for a in carried)
+
+
+def public_address(host: str, port: int, resolver: Resolver = _system_resolver) -> str:
+    """The address to connect to for `host`: checked now, at delivery, so that a name that
+    later resolves inside (or any spelling of an inside address) is refused, and the connection
+    goes to the very address that was checked. Every address of the name must be public."""
+    try:
+        addresses = resolver(host, port)
+    except OSError as exc:
+        raise WebhookNotDelivered(
+            f"cannot resolve the webhook's host ({type(exc).__name__})"
+        ) from exc
+    if not addresses or not all(_public(a) for a in addresses):
+        raise UnsafeWebhookTarget("the webhook's host is not a public address")
+    return addresses[0]
+
+
 class _Refused(Exception):
     """The receiver answered 4xx (other than 408 and 429)."""
 
@@ -101,12 +145,18 @@ class WebhookNotifier:
         initial_backoff_s: float = 1.0,
         timeout_s: float = 5.0,
         deadline_s: float = 10.0,
+        resolver: Resolver = _system_resolver,
+        allow_private: bool = False,
     ) -> None:
+        """`allow_private` lets a delivery go to any address (the local cloud's receivers are on
+        127.0.0.1); the address is still resolved once and pinned."""
         self._secret = secret
         self._max_attempts = max_attempts
         self._backoff = initial_backoff_s
         self._timeout_s = timeout_s
         self._deadline_s = deadline_s
+        self._resolver = resolver
+        self._allow_private = allow_private
 
     def job_finished(self, job: Job, delivery_id: str) -> None:
         if not job.webhook_url:
@@ -124,6 +174,10 @@ class WebhookNotifier:
             logger.warning(
                 "webhook refused by its receiver",
                 extra={"job_id": job.job_id, "status": exc.status},
+            )
+        except UnsafeWebhookTarget:  # the DNS answer is the URL owner's to choose: never retried
+            logger.warning(
+                "webhook target refused: not a public address", extra={"job_id": job.job_id}
             )
         except httpx.TransportError as exc:
             # The type only: messages of some transport errors spell out the URL, which often
@@ -149,10 +203,27 @@ class WebhookNotifier:
         logger.info("webhook delivered", extra={"job_id": job.job_id, "delivery": delivery_id})
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        target = httpx.URL(url)
+        host, port = target.host, target.port or (443 if target.scheme == "https" else 80)
+        if self._allow_private:
+            address = self._resolver(host, port)[0]
+        elif target.scheme != "https":
+            raise UnsafeWebhookTarget("webhooks go over https only")
+        else:
+            address = public_address(host, port, self._resolver)
+        # To the checked address; the name still goes in the Host header and the TLS SNI (and
+        # is what the certificate is checked against).
+        pinned = target.copy_with(host=address)
+        request_headers = {**headers, "host": target.netloc.decode("ascii")}
         # No redirects: a 3xx to an internal address must not be followed with our signature.
         async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
             async with asyncio.timeout(self._deadline_s):
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(
+                    pinned,
+                    content=body,
+                    headers=request_headers,
+                    extensions={"sni_hostname": host},
+                )
                 return response.status_code
 
 
