@@ -8,15 +8,14 @@ each step of the pipeline happens only when a test invokes it.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from sttpipe_testing.receiver import WebhookReceiver
 
 from localcloud.pipeline import LocalPipeline
 from sttpipe.adapters.database import create_pool
@@ -239,32 +238,10 @@ def test_job_failure_event_fails_the_job(
     assert "States.Timeout" in (view.job.failure_reason or "")
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that keeps what it gets."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                received.append((dict(self.headers.items()), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_a_job_end_is_queued_by_the_merge_and_delivered_by_the_webhook_function(
     pipeline: LocalPipeline, jobs: PostgresJobRepository
 ) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     event = load("merge-job-failure.json")
     notice = JobFailureNotice.model_validate(body_of(event))
     job_id = notice.job_id.replace("0042", "0043")  # not the other failure test's job
@@ -285,7 +262,7 @@ def test_a_job_end_is_queued_by_the_merge_and_delivered_by_the_webhook_function(
         delivery["Records"][0]["body"] = queued[0]["Body"]
         assert invoke(pipeline, "webhook-job-ended.json", delivery) == {"batchItemFailures": []}
     finally:
-        receiver.server.shutdown()
+        receiver.close()
 
     ((headers, body),) = receiver.received
     secret = pipeline.cloud.boto3_client("secretsmanager").get_secret_value(

@@ -9,16 +9,14 @@ POWERTOOLS_TRACER_CAPTURE_RESPONSE=false, checked in tests/unit/test_template.py
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sttpipe_testing.receiver import WebhookReceiver
 
 from localcloud.cli import SAMPLE
 from localcloud.pipeline import LocalPipeline
@@ -34,29 +32,11 @@ def pipeline() -> Iterator[LocalPipeline]:
         yield running
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.received = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(handler) -> None:
-                handler.rfile.read(int(handler.headers["content-length"]))
-                handler.send_response(204)
-                handler.end_headers()
-                self.received.set()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?{WEBHOOK_SECRET_QUERY}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_no_signature_link_or_webhook_secret_reaches_the_logs(
     pipeline: LocalPipeline, tmp_path: Path
 ) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
+    hook = f"{receiver.url}?{WEBHOOK_SECRET_QUERY}"
     api = httpx.Client(
         base_url=pipeline.api_url, headers={"Authorization": f"Bearer {pipeline.token()}"}
     )
@@ -68,7 +48,7 @@ def test_no_signature_link_or_webhook_secret_reaches_the_logs(
             "content_type": "audio/flac",
             "size_bytes": len(body),
             "language": "en",
-            "webhook_url": receiver.url,
+            "webhook_url": hook,
             "sha256": hashlib.sha256(body).hexdigest(),
         },
     )
@@ -88,8 +68,8 @@ def test_no_signature_link_or_webhook_secret_reaches_the_logs(
         assert time.monotonic() < deadline, job["status"]
         time.sleep(0.5)
     assert job["status"] == "COMPLETED", job["failure_reason"]
-    assert receiver.received.wait(60), "the webhook was never delivered"
-    receiver.server.shutdown()
+    assert receiver.arrived.wait(60), "the webhook was never delivered"
+    receiver.close()
 
     secrets = {"the form's signature": form["fields"]["x-amz-signature"]}
     for fmt, link in job["downloads"].items():

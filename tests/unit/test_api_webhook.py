@@ -19,6 +19,7 @@ from sttpipe_testing.fakes import (
     InMemoryObjectStore,
     InMemoryWorkflow,
 )
+from sttpipe_testing.receiver import WebhookReceiver
 
 from sttpipe.adapters.webhook import (
     DELIVERY_HEADER,
@@ -38,36 +39,10 @@ from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
 SECRET = "whsec-test"
 
 
-class Receiver:
-    """Answers each POST with the next scripted status and keeps what it got."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.received.append((dict(self.headers.items()), body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
-    found = Receiver(list(getattr(request, "param", [])))
-    yield found
-    found.server.shutdown()
+def receiver(request: pytest.FixtureRequest) -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(getattr(request, "param", [])) as found:
+        yield found
 
 
 def job(url: str | None, status: JobStatus = JobStatus.COMPLETED) -> Job:
@@ -111,7 +86,7 @@ def test_signature_verifies_only_the_same_body_secret_and_a_recent_time() -> Non
 
 
 @pytest.mark.parametrize("receiver", [[503, 429]], indirect=True)
-def test_delivery_is_signed_and_retried_through_429_and_5xx(receiver: Receiver) -> None:
+def test_delivery_is_signed_and_retried_through_429_and_5xx(receiver: WebhookReceiver) -> None:
     notifier().job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 3
     headers, body = receiver.received[-1]
@@ -123,13 +98,15 @@ def test_delivery_is_signed_and_retried_through_429_and_5xx(receiver: Receiver) 
 
 
 @pytest.mark.parametrize("receiver", [[400, 200]], indirect=True)
-def test_a_4xx_is_not_retried_and_never_raises(receiver: Receiver) -> None:
+def test_a_4xx_is_not_retried_and_never_raises(receiver: WebhookReceiver) -> None:
     notifier().job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 1
 
 
 @pytest.mark.parametrize("receiver", [[500] * 5], indirect=True)
-def test_the_last_failed_attempt_raises_for_the_queue_to_try_again(receiver: Receiver) -> None:
+def test_the_last_failed_attempt_raises_for_the_queue_to_try_again(
+    receiver: WebhookReceiver,
+) -> None:
     with pytest.raises(WebhookNotDelivered, match="HTTP 500"):
         notifier(attempts=3).job_finished(job(receiver.url), DELIVERY)
     assert len(receiver.received) == 3
@@ -172,7 +149,7 @@ def test_an_attempt_ends_at_its_deadline_however_the_receiver_dribbles() -> None
 
 
 def test_the_merge_queues_the_webhook_after_answering_and_never_calls_it(
-    receiver: Receiver,
+    receiver: WebhookReceiver,
 ) -> None:
     jobs = InMemoryJobRepository()
     jobs.add(job(receiver.url, JobStatus.TRANSCRIBING))
@@ -198,7 +175,7 @@ def test_the_merge_queues_the_webhook_after_answering_and_never_calls_it(
 
 
 @pytest.mark.parametrize("receiver", [[503]], indirect=True)
-def test_the_webhook_function_delivers_the_current_run_only(receiver: Receiver) -> None:
+def test_the_webhook_function_delivers_the_current_run_only(receiver: WebhookReceiver) -> None:
     jobs = InMemoryJobRepository()
     jobs.add(job(receiver.url, JobStatus.TRANSCRIBING))
     jobs.finish("a" * 32, JobStatus.PARTIAL, stats={"chunks": 3}, reason="1 chunk(s) failed: 2")
@@ -292,9 +269,9 @@ def test_an_inside_or_plain_http_target_is_never_connected_to(scheme: str, resol
 
 
 def test_delivery_connects_to_the_checked_address_with_the_names_host_header(
-    receiver: Receiver,
+    receiver: WebhookReceiver,
 ) -> None:
-    port = receiver.server.server_address[1]
+    port = receiver.port
     pinned = WebhookNotifier(
         lambda: SECRET,
         resolver=lambda host, p: ["127.0.0.1"],
