@@ -283,6 +283,11 @@ class Manifest(BaseModel):
     # the job's whole chunk list, which a resumed split records from here.
     silent: dict[int, tuple[int, int]] = Field(default_factory=dict)
 
+    def content_hashes(self) -> list[str]:
+        """What the job's cache entries are keyed by: its chunks' PCM hashes and its upload's."""
+        hashes = [c.pcm_sha256 for c in self.execution.chunks]
+        return hashes + ([self.upload_sha256] if self.upload_sha256 else [])
+
     def progress(self) -> list[ChunkProgress]:
         """Every chunk of the split as it starts out: PENDING if it has speech, else SILENT."""
         chunks = [

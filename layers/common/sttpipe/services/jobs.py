@@ -324,8 +324,7 @@ class JobService:
         hashes = set(self._jobs.content_hashes(job_id))
         manifest = find_manifest(self._store, job_id)
         if manifest is not None:
-            hashes.update(c.pcm_sha256 for c in manifest.execution.chunks)
-            hashes.update([manifest.upload_sha256] if manifest.upload_sha256 else [])
+            hashes.update(manifest.content_hashes())
         return sorted(hashes)
 
     def _status_view(self, view: JobView) -> JobStatusView:

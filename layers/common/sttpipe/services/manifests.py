@@ -38,10 +38,7 @@ def start_split(
     finish what a delivery that died began."""
     execution = manifest.execution
     jobs.add_chunks(execution.job_id, manifest.progress())
-    content = [c.pcm_sha256 for c in execution.chunks]
-    if manifest.upload_sha256:
-        content.append(manifest.upload_sha256)
-    jobs.remember_content(execution.job_id, content)
+    jobs.remember_content(execution.job_id, manifest.content_hashes())
     start_run(store, workflow, execution)
     jobs.set_status(execution.job_id, JobStatus.TRANSCRIBING)
 
