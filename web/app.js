@@ -149,6 +149,7 @@ $("upload-form").addEventListener("submit", (event) => {
       priority: $("priority").value,
     };
     if ($("language").value) request.language = $("language").value;
+    else if ($("mixed-languages").checked) request.mixed_languages = true;
     if ($("prompt").value.trim()) request.prompt = $("prompt").value.trim();
     $("progress-section").hidden = false;
     $("upload-note").textContent = "";

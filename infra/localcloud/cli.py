@@ -1,6 +1,6 @@
 """`stt`: run recordings through the pipeline on a local cloud.
 
-stt transcribe FILE [--out DIR] [--language L] [--prompt TEXT] [--priority high|normal|low]
+stt transcribe FILE [--out DIR] [--language L | --mixed-languages] [--prompt TEXT] [--priority ...]
 stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
 stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
@@ -105,6 +105,7 @@ def _run_job(args: argparse.Namespace, path: Path, language: str | None) -> JobR
                 language=language,
                 priority=getattr(args, "priority", None),
                 prompt=getattr(args, "prompt", None),
+                mixed_languages=getattr(args, "mixed_languages", False),
                 timeout_s=args.timeout,
                 on_progress=ProgressPrinter(),
             )
@@ -294,7 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
         "1 failed (the reason on stderr), 2 partial (some chunks failed).",
     )
     transcribe.add_argument("file", type=Path)
-    transcribe.add_argument("--language", help="ISO-639-1 code, e.g. en or ru (default: detect)")
+    languages = transcribe.add_mutually_exclusive_group()
+    languages.add_argument(
+        "--language",
+        help="ISO-639-1 code, e.g. en or ru (default: detected once from the first speech and "
+        "used for every chunk)",
+    )
+    languages.add_argument(
+        "--mixed-languages",
+        action="store_true",
+        help="the recording switches languages: let each chunk detect its own",
+    )
     transcribe.add_argument(
         "--prompt",
         help="initial prompt or vocabulary (names, terms) sent to the speech API with every "

@@ -78,6 +78,7 @@ class PipelineClient:
         language: str | None = None,
         priority: str | None = None,
         prompt: str | None = None,
+        mixed_languages: bool = False,
     ) -> Submission:
         """Create an upload and send the file to S3 with the pre-signed POST, unless the API
         knows the file by its hash (this tenant transcribed it before): then nothing is sent."""
@@ -91,6 +92,8 @@ class PipelineClient:
         }
         if language:
             request["language"] = language
+        if mixed_languages:
+            request["mixed_languages"] = True
         if priority:
             request["priority"] = priority
         if prompt:
@@ -176,10 +179,17 @@ class PipelineClient:
         language: str | None = None,
         priority: str | None = None,
         prompt: str | None = None,
+        mixed_languages: bool = False,
         timeout_s: float = 900,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobResult:
-        job_id = self.submit(path, language=language, priority=priority, prompt=prompt).job_id
+        job_id = self.submit(
+            path,
+            language=language,
+            priority=priority,
+            prompt=prompt,
+            mixed_languages=mixed_languages,
+        ).job_id
         return self.follow(job_id, out_dir, timeout_s=timeout_s, on_progress=on_progress)
 
     def follow(

@@ -38,6 +38,7 @@ from sttpipe.domain.models import (
     Job,
     JobStatus,
     JobView,
+    LanguageSource,
     WorkflowInput,
 )
 from sttpipe.domain.transcripts import Transcription
@@ -252,6 +253,20 @@ class InMemoryJobRepository:
             updated = job.updated_at - timedelta(seconds=seconds)
             self._jobs[job_id] = job.model_copy(update={"updated_at": updated})
 
+    def pin_language(self, job_id: str, language: str, *, run: int) -> bool:
+        with self._lock:
+            job = self._job(job_id)
+            if job.language_source is not LanguageSource.DETECT or job.runs != run:
+                return False
+            self._jobs[job_id] = job.model_copy(
+                update={
+                    "language": language,
+                    "language_source": LanguageSource.DETECTED,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            return True
+
     def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
         with self._lock:
             self._job(job_id)
@@ -325,8 +340,9 @@ def started_run(store: ObjectStore, workflow_input: str) -> ExecutionInput:
     started = WorkflowInput.model_validate_json(workflow_input)
     chunk_list = json.loads(store.get_bytes(started.chunks_key))
     return ExecutionInput(
-        **started.model_dump(exclude={"chunks_key"}),
+        **started.model_dump(exclude={"chunks_key", "detect_from"}),
         chunks=[ChunkRef.model_validate(c) for c in chunk_list],
+        detect_language=started.detect_from is not None,
     )
 
 

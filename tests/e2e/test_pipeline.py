@@ -90,6 +90,23 @@ def test_sample_becomes_a_transcript_in_every_format(
     assert result.files["vtt"].read_text().startswith("WEBVTT")
 
 
+def test_a_job_without_language_detects_it_once_and_pins_it(
+    pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
+) -> None:
+    # The local stack has no default language (samconfig.toml): the upload names none.
+    result = client.transcribe(SAMPLE, tmp_path, timeout_s=300)
+
+    assert result.status == "COMPLETED", result.job.get("failure_reason")
+    document = json.loads(result.files["json"].read_text())
+    assert (document["language"], document["language_source"]) == ("en", "detected")
+    assert result.job["language"] == "en"
+    # The first speech chunk was heard with no language named; every other chunk's call was
+    # told the language detected (the Map's messages carry it).
+    languages = pipeline.speech.stats()["languages"]
+    assert set(languages) == {"", "en"} and languages[""] >= 1
+    assert languages["en"] >= document["stats"]["chunks_transcribed"] - 1
+
+
 def test_chunks_survive_transient_api_errors(
     pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
 ) -> None:

@@ -27,7 +27,14 @@ from sttpipe_testing.fakes import InMemoryJobRepository
 from sttpipe.adapters.database import apply_schema, conninfo_from_secret, create_pool, schema_sql
 from sttpipe.adapters.postgres import PostgresJobRepository, job_repository_from_settings
 from sttpipe.config import Settings
-from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, Priority
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkState,
+    Job,
+    JobStatus,
+    LanguageSource,
+    Priority,
+)
 from sttpipe.ports import JobNotFound, JobRepository
 
 DATABASE_URL = os.environ.get("STT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -182,6 +189,24 @@ def test_status_moves_until_final_then_stays(repo: JobRepository, tenant: str) -
     assert status_of(repo, job.job_id) == (JobStatus.FAILED, "splitter: not audio")
     view = repo.get(job.job_id)
     assert view is not None and view.job.updated_at > job.updated_at
+
+
+def test_a_detected_language_is_pinned_once_and_only_by_the_current_run(
+    repo: JobRepository, tenant: str
+) -> None:
+    job = new_job(tenant, language_source=LanguageSource.DETECT)
+    repo.add(job)
+    assert repo.pin_language(job.job_id, "ru", run=2) is False  # not the job's run
+    assert repo.pin_language(job.job_id, "en", run=1) is True
+    assert repo.pin_language(job.job_id, "de", run=1) is False  # pinned already
+    view = repo.get(job.job_id)
+    assert view is not None
+    assert (view.job.language, view.job.language_source) == ("en", LanguageSource.DETECTED)
+    requested = new_job(tenant, language="fr")
+    repo.add(requested)
+    assert repo.pin_language(requested.job_id, "en", run=1) is False  # named by the upload
+    with pytest.raises(JobNotFound):
+        repo.pin_language("no-such-job", "en", run=1)
 
 
 def test_finish_records_stats_and_never_reopens_a_final_job(

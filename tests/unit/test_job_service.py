@@ -22,6 +22,7 @@ from sttpipe.domain.models import (
     ChunkState,
     ExecutionInput,
     JobStatus,
+    LanguageSource,
     Manifest,
     Priority,
 )
@@ -321,3 +322,26 @@ def test_a_prompt_is_kept_with_the_job_and_bounded(service: JobService) -> None:
         request(prompt="x" * 801)
     with pytest.raises(ValidationError):
         request(prompt="")
+
+
+@pytest.mark.parametrize(
+    ("fields", "default", "expected"),
+    [
+        ({"language": "de"}, "ru", ("de", LanguageSource.REQUESTED)),
+        ({}, "ru", ("ru", LanguageSource.REQUESTED)),
+        ({}, None, (None, LanguageSource.DETECT)),
+        ({"mixed_languages": True}, None, (None, LanguageSource.PER_CHUNK)),
+        ({"mixed_languages": True}, "ru", (None, LanguageSource.PER_CHUNK)),
+    ],
+)
+def test_a_job_without_language_detects_it_once_unless_it_allows_mixed_languages(
+    fields: dict[str, object], default: str | None, expected: tuple[str | None, LanguageSource]
+) -> None:
+    jobs = InMemoryJobRepository()
+    service = JobService(InMemoryObjectStore(), jobs, Settings(default_language=default))
+    ticket = service.create_upload(request(**fields), tenant_id="t1")
+    view = jobs.get(ticket.job_id)
+    assert view is not None
+    assert (view.job.language, view.job.language_source) == expected
+    with pytest.raises(ValidationError):
+        request(language="de", mixed_languages=True)  # one language or many, not both

@@ -20,9 +20,11 @@ from sttpipe.domain.models import (
     ChunkState,
     Job,
     JobStatus,
+    LanguageSource,
     Manifest,
     Priority,
     SpeechCapacity,
+    WorkflowInput,
 )
 from sttpipe.services.splitting import SplitterService
 
@@ -44,7 +46,13 @@ class World:
         self.service = SplitterService(self.store, self.jobs, self.workflow, self.settings)
 
     def upload(
-        self, body: bytes, filename: str = "talk.flac", priority: Priority = Priority.HIGH
+        self,
+        body: bytes,
+        filename: str = "talk.flac",
+        priority: Priority = Priority.HIGH,
+        *,
+        language: str | None = "en",
+        language_source: LanguageSource = LanguageSource.REQUESTED,
     ) -> str:
         now = datetime.now(UTC)
         key = keys.upload(JOB_ID, filename)
@@ -52,7 +60,8 @@ class World:
             Job(
                 job_id=JOB_ID,
                 filename=filename,
-                language="en",
+                language=language,
+                language_source=language_source,
                 priority=priority,
                 upload_key=key,
                 created_at=now,
@@ -275,3 +284,25 @@ def test_an_upload_that_fails_on_its_last_delivery_fails_its_job() -> None:
     assert view.job.failure_reason == (
         "The upload could not be split in 3 attempts (last: OSError); upload it again."
     )
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "detects"),
+    [
+        (None, LanguageSource.DETECT, True),
+        (None, LanguageSource.PER_CHUNK, False),
+        ("en", LanguageSource.REQUESTED, False),
+    ],
+)
+def test_a_job_without_language_has_its_first_speech_chunk_detect_it(
+    language: str | None, source: LanguageSource, detects: bool
+) -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes(), language=language, language_source=source)
+    world.service.handle_upload(key)
+
+    (execution_json,) = world.workflow.executions.values()
+    workflow_input = WorkflowInput.model_validate_json(execution_json)
+    execution = started_run(world.store, execution_json)
+    assert execution.detect_language is detects
+    assert workflow_input.detect_from == (execution.chunks[0] if detects else None)

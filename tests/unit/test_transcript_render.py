@@ -142,6 +142,7 @@ def test_empty_transcript_renders_empty_documents() -> None:
     assert render_vtt(t) == "WEBVTT\n\n"
     assert json.loads(render_json(t)) == {
         "language": None,
+        "language_source": None,
         "text": "",
         "segments": [],
         "failed_chunks": [],

@@ -24,6 +24,8 @@ from sttpipe.domain.models import (
     ChunkTask,
     ChunkTranscript,
     Job,
+    LanguageDetected,
+    LanguageSource,
 )
 from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.services.transcribing import (
@@ -43,6 +45,7 @@ class World:
         transcriber: FakeTranscriber,
         cache: TieredTranscriptCache | None = None,
         store: InMemoryObjectStore | None = None,
+        language_source: LanguageSource = LanguageSource.REQUESTED,
     ) -> None:
         self.store = store or InMemoryObjectStore()
         self.jobs = InMemoryJobRepository()
@@ -60,6 +63,7 @@ class World:
                 upload_key="uploads/x/a.wav",
                 created_at=now,
                 updated_at=now,
+                language_source=language_source,
             )
         )
         self.chunk = ChunkRef(
@@ -270,3 +274,42 @@ def test_a_failed_call_is_not_cached_and_the_next_delivery_pays_again() -> None:
     world.service.process(task := world.task(), receive_count=2)
     assert len(world.transcriber.calls) == 2
     assert stored(world, task).text == "later"
+
+
+# ---- one language per job -------------------------------------------------------------------
+
+ENGLISH = "The meeting starts at nine, and we will go through the budget for next year."
+
+
+def test_a_detection_task_pins_the_language_it_hears_and_pays_for_its_chunk_once() -> None:
+    world = World(FakeTranscriber([ENGLISH]), language_source=LanguageSource.DETECT)
+    detect = world.task(language=None).model_copy(update={"detect_language": True})
+    world.service.process(detect, receive_count=1)
+
+    # Detected without a language (not the stack's default), then pinned on the job.
+    assert world.transcriber.calls[0].language is None
+    answer = world.workflow.answers[detect.task_token]
+    assert answer.succeeded and LanguageDetected.model_validate_json(answer.output or "") == (
+        LanguageDetected(language="en")
+    )
+    view = world.jobs.get(JOB_ID)
+    assert view is not None
+    assert (view.job.language, view.job.language_source) == ("en", LanguageSource.DETECTED)
+    assert world.chunk_state() is ChunkState.PENDING  # the Map's own task settles the chunk
+
+    # The Map then sends the chunk with the pinned language: its result is already stored.
+    task = world.task(language="en")
+    world.service.process(task, receive_count=1)
+    assert len(world.transcriber.calls) == 1
+    assert world.workflow.answers[task.task_token].succeeded
+    assert world.chunk_state() is ChunkState.DONE
+
+
+def test_a_detection_too_unsure_to_pin_leaves_every_chunk_to_detect_its_own() -> None:
+    world = World(FakeTranscriber(["Okay."]), language_source=LanguageSource.DETECT)
+    detect = world.task(language=None).model_copy(update={"detect_language": True})
+    world.service.process(detect, receive_count=1)
+    answer = world.workflow.answers[detect.task_token]
+    assert LanguageDetected.model_validate_json(answer.output or "").language is None
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.language is None

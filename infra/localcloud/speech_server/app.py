@@ -82,6 +82,8 @@ class Stats:
     calls: list[tuple[float, float, float]] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
     connections: set[tuple[str, int]] = field(default_factory=set)
+    # Answered calls by the language they named ("" for none).
+    languages: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -92,6 +94,7 @@ class Stats:
             "audio_seconds": round(self.audio_seconds, 3),
             "calls": [[round(v, 3) for v in call] for call in self.calls],
             "connections": len(self.connections),  # distinct client TCP connections seen
+            "languages": dict(sorted(self.languages.items())),
         }
 
 
@@ -226,6 +229,7 @@ class SpeechService:
         await anyio.sleep(max(0.0, model_s - (time.monotonic() - arrived)))
         stats = self.stats
         stats.calls.append((arrived - stats.since, time.monotonic() - stats.since, duration))
+        stats.languages[language or ""] += 1
 
         if response_format == "text":
             return PlainTextResponse(result.text)

@@ -107,6 +107,12 @@ class JobRepository(Protocol):
         not land."""
         ...
 
+    def pin_language(self, job_id: str, language: str, *, run: int) -> bool:
+        """Record the language detected for a job that named none (LanguageSource.DETECT), while
+        `run` is its current run. False when it had a language or another run owns the job;
+        raises JobNotFound."""
+        ...
+
     def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
         """Keep the hashes the job's cache entries are keyed by (its upload's, its chunks'), so
         that deleting the job can find them for as long as the job exists."""

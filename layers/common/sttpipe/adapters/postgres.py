@@ -19,7 +19,14 @@ from psycopg_pool import ConnectionPool
 
 from sttpipe.adapters.database import create_pool, resolve_conninfo
 from sttpipe.config import Settings
-from sttpipe.domain.models import ChunkProgress, ChunkState, Job, JobStatus, JobView
+from sttpipe.domain.models import (
+    ChunkProgress,
+    ChunkState,
+    Job,
+    JobStatus,
+    JobView,
+    LanguageSource,
+)
 from sttpipe.ports import JobNotFound
 
 FINAL_STATUSES = [s.value for s in JobStatus if s.is_final]
@@ -36,7 +43,7 @@ SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
-    " created_at, updated_at, failure_reason, stats, webhook_url, runs, prompt"
+    " created_at, updated_at, failure_reason, stats, webhook_url, runs, prompt, language_source"
 )
 _LIST_FIRST_PAGE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
@@ -114,6 +121,23 @@ class PostgresJobRepository:
                 )
             except psycopg.errors.ForeignKeyViolation as exc:
                 raise JobNotFound(job_id) from exc
+
+    def pin_language(self, job_id: str, language: str, *, run: int) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET language = %s, language_source = %s, updated_at = now()"
+                " WHERE job_id = %s AND language_source = %s AND runs = %s",
+                (
+                    language,
+                    LanguageSource.DETECTED.value,
+                    job_id,
+                    LanguageSource.DETECT.value,
+                    run,
+                ),
+            )
+            if cur.rowcount == 0:
+                self._require_job(conn, job_id)
+            return cur.rowcount == 1
 
     def set_chunk_state(
         self,

@@ -27,6 +27,10 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS runs integer NOT NULL DEFAULT 1 CHECK 
 -- The job's initial prompt or vocabulary for the speech API.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS prompt text;
 
+-- Where the job's language comes from (LanguageSource): named, to detect, detected, per chunk.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS language_source text NOT NULL DEFAULT 'requested'
+    CHECK (language_source IN ('requested', 'detect', 'detected', 'per_chunk'));
+
 -- Listing a tenant's jobs newest first, paginated by the (created_at, job_id) cursor.
 CREATE INDEX IF NOT EXISTS jobs_tenant_created_idx
     ON jobs (tenant_id, created_at DESC, job_id DESC);

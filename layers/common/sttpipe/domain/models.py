@@ -41,12 +41,22 @@ class ChunkState(StrEnum):
     SILENT = "SILENT"  # no speech found: never sent to the speech API
 
 
+class LanguageSource(StrEnum):
+    """Where a job's language comes from."""
+
+    REQUESTED = "requested"  # named by the upload, or the stack's default language
+    DETECT = "detect"  # none named: to be detected once, from the first speech, and pinned
+    DETECTED = "detected"  # detected from the first speech and sent with every chunk
+    PER_CHUNK = "per_chunk"  # mixed languages allowed: each chunk's call detects its own
+
+
 class Job(BaseModel):
     job_id: str
     tenant_id: str = "default"
     filename: str
     content_type: str | None = None
     language: str | None = None
+    language_source: LanguageSource = LanguageSource.REQUESTED
     # Initial prompt or vocabulary sent with every chunk (part of the cache key).
     prompt: str | None = None
     priority: Priority = Priority.NORMAL
@@ -195,6 +205,16 @@ class ChunkTask(BaseModel):
     # The execution's run (see ExecutionInput.run); absent from executions of older versions.
     run: int | None = Field(default=None, ge=1)
     chunk: ChunkRef
+    # The state machine's DetectLanguage step: transcribe the chunk without a language, pin
+    # the language heard on the job and answer it (LanguageDetected) instead of a ChunkOutcome.
+    detect_language: bool = False
+
+
+class LanguageDetected(BaseModel):
+    """A detection task's answer: the language pinned for the job's chunks, None when the
+    text was too short or too mixed to tell (each chunk then detects its own)."""
+
+    language: str | None
 
 
 class MergeTask(BaseModel):
@@ -223,6 +243,8 @@ class ExecutionInput(BaseModel):
     # Which of the job's executions this is (1, then one more per re-run). Every message of the
     # execution carries it, and what a run other than the job's current one says is ignored.
     run: int = Field(default=1, ge=1)
+    # No language named and one wanted for the whole job: the first chunk detects it first.
+    detect_language: bool = False
 
 
 class WorkflowInput(BaseModel):
@@ -235,6 +257,9 @@ class WorkflowInput(BaseModel):
     queue_url: str
     run: int = Field(ge=1)
     chunks_key: str
+    # The chunk the state machine's DetectLanguage step transcribes first, when the run is to
+    # detect the job's language and pin it for every chunk.
+    detect_from: ChunkRef | None = None
 
 
 class JobFailureNotice(BaseModel):

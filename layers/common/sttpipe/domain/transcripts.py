@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from sttpipe.domain.models import ChunkRef, ChunkTranscript, Segment, Timing
+from sttpipe.domain.models import ChunkRef, ChunkTranscript, LanguageSource, Segment, Timing
 
 T = TypeVar("T")
 
@@ -127,6 +127,9 @@ class FailedChunk(BaseModel):
 
 class Transcript(BaseModel):
     language: str | None = None
+    # How `language` was chosen: "requested", "detected" (once, then sent with every chunk) or
+    # "per_chunk" (none: each chunk's call detected its own).
+    language_source: LanguageSource | None = None
     segments: list[Segment] = Field(default_factory=list)  # ordered, non-overlapping
     failed: list[FailedChunk] = Field(default_factory=list)  # ordered by index
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
@@ -21,6 +21,7 @@ from sttpipe.domain.models import (
     Job,
     JobStatus,
     JobView,
+    LanguageSource,
     Priority,
 )
 from sttpipe.ports import (
@@ -67,7 +68,18 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str
     size_bytes: int = Field(gt=0)
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}$",
+        description="ISO-639-1 code sent with every chunk. Without one (and no stack default) "
+        "the job's first speech is transcribed first, its language detected and sent with every "
+        "other chunk.",
+    )
+    mixed_languages: bool = Field(
+        default=False,
+        description="The recording switches languages: no language is pinned, each chunk's "
+        "call detects its own.",
+    )
     prompt: str | None = Field(
         default=None,
         min_length=1,
@@ -88,6 +100,12 @@ class UploadRequest(BaseModel):
         "this language with this prompt completes at once: the answer is COMPLETED and has no "
         "upload form.",
     )
+
+    @model_validator(mode="after")
+    def _one_language_or_many(self) -> UploadRequest:
+        if self.language is not None and self.mixed_languages:
+            raise ValueError("name a language or allow mixed_languages, not both")
+        return self
 
     @field_validator("content_type")
     @classmethod
@@ -188,7 +206,7 @@ class JobService:
             tenant_id=tenant_id,
             filename=request.filename,
             content_type=request.content_type,
-            language=request.language or self._settings.default_language,
+            **self._language_of(request),
             prompt=request.prompt,
             priority=request.priority or self._settings.default_priority,
             upload_key=keys.upload(job_id, request.filename),
@@ -217,6 +235,14 @@ class JobService:
             expires_in=self._settings.upload_url_expiry_s,
             status_url=f"/jobs/{job_id}",
         )
+
+    def _language_of(self, request: UploadRequest) -> dict[str, Any]:
+        """The job's language and where it comes from (LanguageSource)."""
+        if request.mixed_languages:
+            return {"language": None, "language_source": LanguageSource.PER_CHUNK}
+        if language := request.language or self._settings.default_language:
+            return {"language": language, "language_source": LanguageSource.REQUESTED}
+        return {"language": None, "language_source": LanguageSource.DETECT}
 
     def _answered_from_cache(self, job: Job, sha256: str) -> bool:
         """Complete the job from the cache if its tenant transcribed this recording before. The
@@ -280,11 +306,14 @@ class JobService:
         run = self._jobs.reopen(job_id)
         if run is None:  # its status changed since it was read: another re-run came first
             raise JobBusy(f"job {job_id} is already being re-run")
+        pinned = job.language_source is LanguageSource.DETECTED
         execution = manifest.execution.model_copy(
             update={
                 "queue_url": self._settings.queue_url(job.priority),
                 "chunks": redo,
                 "run": run,
+                # The language the first run detected is the re-run's too.
+                **({"language": job.language, "detect_language": False} if pinned else {}),
             }
         )
         try:

@@ -122,6 +122,9 @@ class PublishingJobRepository:
     def unsettled(self, *, unchanged_since: datetime, limit: int) -> list[Job]:
         return self._inner.unsettled(unchanged_since=unchanged_since, limit=limit)
 
+    def pin_language(self, job_id: str, language: str, *, run: int) -> bool:
+        return self._inner.pin_language(job_id, language, run=run)
+
     def remember_content(self, job_id: str, content_sha256s: Sequence[str]) -> None:
         self._inner.remember_content(job_id, content_sha256s)
 

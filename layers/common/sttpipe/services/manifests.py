@@ -57,5 +57,8 @@ def start_run(store: ObjectStore, workflow: Workflow, execution: ExecutionInput)
         queue_url=execution.queue_url,
         run=execution.run,
         chunks_key=chunks_key,
+        detect_from=execution.chunks[0]
+        if execution.detect_language and execution.language is None and execution.chunks
+        else None,
     )
     return workflow.start(execution.job_id, workflow_input.model_dump_json(), run=execution.run)

@@ -14,10 +14,12 @@ from sttpipe.domain.models import (
     ChunkOutcome,
     ChunkState,
     ChunkTranscript,
+    Job,
     JobFailureNotice,
     JobStats,
     JobStatus,
     JobView,
+    LanguageSource,
     Manifest,
     MergeTask,
 )
@@ -99,13 +101,14 @@ class MergeService:
         status, job_reason = _outcome(done, failed)
         stats = _statistics(manifest, done, failed, runs=view.job.runs if view else 1)
         if status is not JobStatus.FAILED:
+            language, source = _language(view.job if view else None, manifest)
             transcript = assemble(
                 done,
                 failed,
-                language=manifest.execution.language,
+                language=language,
                 speech=manifest.speech,
                 sent=manifest.sent,
-            )
+            ).model_copy(update={"language_source": source})
             stats.merge_seconds = round(time.monotonic() - started, 3)
             write_transcript(self._store, task.job_id, transcript, stats)
             if status is JobStatus.COMPLETED and view is not None:
@@ -267,6 +270,16 @@ def _failure_reason(outcome: ChunkOutcome) -> str:
     if outcome.error.error in ("States.HeartbeatTimeout", "States.Timeout"):
         return f"Chunk {outcome.index} timed out waiting for a worker ({outcome.error.error})."
     return outcome.error.cause or outcome.error.error
+
+
+def _language(job: Job | None, manifest: Manifest) -> tuple[str | None, LanguageSource]:
+    """The transcript's language and how it was chosen: named, detected once and pinned, or
+    none (each chunk's call detected its own: mixed languages, or a detection unsure)."""
+    language = job.language if job is not None else manifest.execution.language
+    if language is None:
+        return None, LanguageSource.PER_CHUNK
+    source = job.language_source if job is not None else LanguageSource.REQUESTED
+    return language, source
 
 
 def _outcome(

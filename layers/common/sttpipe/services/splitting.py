@@ -21,6 +21,7 @@ from sttpipe.domain.models import (
     ExecutionInput,
     Job,
     JobStatus,
+    LanguageSource,
     Manifest,
 )
 from sttpipe.domain.transcripts import CachedUpload, Hit
@@ -124,6 +125,9 @@ class SplitterService:
             job_id=job_id,
             filename=key.rsplit("/", 1)[-1],
             language=self._settings.default_language,
+            language_source=LanguageSource.REQUESTED
+            if self._settings.default_language
+            else LanguageSource.DETECT,
             priority=self._settings.default_priority,
             upload_key=key,
             created_at=now,
@@ -191,6 +195,7 @@ class SplitterService:
             prompt=job.prompt,
             queue_url=self._settings.queue_url(job.priority),
             chunks=refs,
+            detect_language=job.language_source is LanguageSource.DETECT,
         )
         manifest = Manifest(
             execution=execution,

@@ -11,10 +11,18 @@ from aws_lambda_powertools import Logger
 
 from sttpipe.config import Settings
 from sttpipe.domain import keys
-from sttpipe.domain.models import ChunkOutcome, ChunkState, ChunkTask
+from sttpipe.domain.models import (
+    ChunkOutcome,
+    ChunkState,
+    ChunkTask,
+    ChunkTranscript,
+    LanguageDetected,
+    LanguageSource,
+)
 from sttpipe.domain.transcripts import CachedChunk, CacheLevel
 from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, TranscriptCache, Workflow
 from sttpipe.speech.base import SpeechBackPressure, SpeechError, Transcriber
+from sttpipe.transcript.language import language_of
 
 logger = Logger(child=True)
 
@@ -88,7 +96,8 @@ class WorkerService:
         *,
         may_defer: bool = True,
     ) -> None:
-        """Transcribe `task.chunk` and answer its task token. Raises ChunkRetryLater when SQS
+        """Transcribe `task.chunk` and answer its task token (for a detection task: pin the
+        language heard on the job and answer it). Raises ChunkRetryLater when SQS
         should deliver it again, ChunkGaveUp when its last delivery failed (the token is answered
         as failed), and (if `may_defer`) ChunkDeferred when the API was not called at all.
 
@@ -130,26 +139,50 @@ class WorkerService:
             if not final:
                 raise ChunkRetryLater(str(exc)) from exc
             reason = f"Chunk {chunk.index} could not be transcribed: {exc}"
-            self._jobs.set_chunk_state(
-                task.job_id, chunk.index, ChunkState.FAILED, error=reason, run=task.run
-            )
+            if not task.detect_language:  # the chunk gets its own turn in the Map
+                self._jobs.set_chunk_state(
+                    task.job_id, chunk.index, ChunkState.FAILED, error=reason, run=task.run
+                )
             self._answer_failure(task.task_token, reason, log_keys)
             if exc.retryable:
                 raise ChunkGaveUp(reason) from exc
             return
 
-        self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE, run=task.run)
-        outcome = ChunkOutcome(index=chunk.index, result_key=result_key)
+        if task.detect_language:
+            answer = self._pin_language(task, result_key, log_keys).model_dump_json()
+        else:
+            self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE, run=task.run)
+            answer = ChunkOutcome(index=chunk.index, result_key=result_key).model_dump_json()
         try:
-            self._workflow.succeed(task.task_token, outcome.model_dump_json())
+            self._workflow.succeed(task.task_token, answer)
         except TaskNoLongerWaiting:
             logger.warning("state machine stopped waiting before the answer", extra=log_keys)
+
+    def _pin_language(
+        self, task: ChunkTask, result_key: str, log_keys: dict[str, object]
+    ) -> LanguageDetected:
+        """The language of the chunk's stored text, pinned on the job for every other chunk."""
+        heard = ChunkTranscript.model_validate_json(self._store.get_bytes(result_key)).text
+        language = language_of(heard)
+        if language is not None and not self._jobs.pin_language(
+            task.job_id, language, run=task.run or 1
+        ):
+            # A redelivery after the pin, or a run that no longer owns the job: the job's word
+            # stands (a superseded run's answer is ignored anyway).
+            view = self._jobs.get(task.job_id)
+            if view is not None and view.job.language_source is LanguageSource.DETECTED:
+                language = view.job.language
+        logger.info("job language detected", extra={**log_keys, "language": language})
+        return LanguageDetected(language=language)
 
     def _transcribe_and_store(self, task: ChunkTask, remaining_s: float | None) -> bool:
         """Store the chunk's transcript, from the cache or from the speech API; False when
         another delivery of the same message stored it first (conditional write)."""
         chunk = task.chunk
-        language = task.language or self._settings.default_language
+        # A detection hears the chunk with no language named, whatever the stack's default.
+        language = (
+            None if task.detect_language else task.language or self._settings.default_language
+        )
         started = time.monotonic()
         stored_here = False
 

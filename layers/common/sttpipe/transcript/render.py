@@ -75,6 +75,7 @@ def render_txt(transcript: Transcript) -> str:
 def render_json(transcript: Transcript, stats: Mapping[str, Any] | None = None) -> str:
     document = {
         "language": transcript.language,
+        "language_source": transcript.language_source,
         "text": transcript.text,
         "segments": [
             {
