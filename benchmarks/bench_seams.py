@@ -7,12 +7,15 @@ repeated after it. Every chunk is transcribed by the local engine as text only a
 the merge does (which drops the words heard twice in the overlap). The stitched words and the
 engine's whole-file decode are aligned with the generator's text; at each seam (the words within
 SEAM_WORDS of where one chunk's words end and the next one's begin):
-  lost        a word of the text that the whole-file decode has and the stitched one misses
-              (a word misheard at a chunk's edge counts: it is lost as said);
+  lost        a word of the text that the whole-file decode has and the stitched one lacks:
+              nothing stands in its place (dropped by a cut or by the join);
+  misheard    a word of the text that the whole-file decode has and the stitched one has as
+              another word, one for one (a chunk heard it with less context than the whole);
   duplicated  words the stitched transcript has beyond the text that belong to a pair of words
               it also has within SEAM_WORDS * 2 before or after them (a phrase heard in both
               chunks and kept twice; a common pair such as "of the" may count too).
-Target: 0 lost and 0 duplicated at every chunk length.
+Target: 0 lost and 0 duplicated at every chunk length; misheard is the engine's own error
+near a chunk's edge, shown for comparison.
 
     .venv/bin/python benchmarks/bench_seams.py [--chunk-s 10,20,30] [--seeds 1,2] [--workers 2]
 """
@@ -45,6 +48,7 @@ NO_PAUSE_QUALIFIES_S = 5.0  # longer than any gap in the recording: every cut is
 class Tally:
     seams: int = 0
     lost: list[str] = field(default_factory=list)
+    misheard: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
 
 
@@ -84,12 +88,14 @@ def count_seams(
     near = {i for s in seams for i in range(s - SEAM_WORDS, s + SEAM_WORDS)}
     tally.seams += len(seams)
     for op, r1, r2, s1, s2 in aligned.get_opcodes():
-        if not near & set(range(s1 - 1, s2 + 1)):
+        if op == "equal" or not near & set(range(s1 - 1, s2 + 1)):
             continue
-        if op in ("delete", "replace"):
-            tally.lost += [reference[i] for i in range(r1, r2) if i in heard_whole]
-        if op in ("insert", "replace"):
-            tally.duplicated += _repeated(stitched, s1, s2)
+        # A replacement is a word heard otherwise, one for one; what it lacks or adds beyond
+        # that is lost or added.
+        paired = min(r2 - r1, s2 - s1)
+        tally.misheard += [reference[i] for i in range(r1, r1 + paired) if i in heard_whole]
+        tally.lost += [reference[i] for i in range(r1 + paired, r2) if i in heard_whole]
+        tally.duplicated += _repeated(stitched, s1 + paired, s2)
 
 
 def _repeated(words: list[str], start: int, end: int) -> list[str]:
@@ -110,6 +116,9 @@ def main() -> None:
     parser.add_argument("--chunk-s", default="10,20,30", help="longest chunk lengths")
     parser.add_argument("--seeds", default="1,2", help="one recording per seed")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--overlap-s", type=float, default=SplitOptions().overlap_s, help="audio repeated at a cut"
+    )
     args = parser.parse_args()
     if not flite_available():
         sys.exit("needs Debian's flite (apt-get install flite)")
@@ -129,6 +138,7 @@ def main() -> None:
                     concurrency=1,
                     target_chunk_s=length,
                     min_pause_s=NO_PAUSE_QUALIFIES_S,
+                    overlap_s=args.overlap_s,
                 )
                 pieces = [
                     (c.start_ms, c.end_ms, decode_bytes(c.flac))
@@ -137,12 +147,17 @@ def main() -> None:
                 ]
                 stitched, seams = words_by_chunk(runner.chunks(pieces))
                 count_seams(reference, whole, stitched, seams, tallies[length])
-    print(f"{'chunk s':>8} {'seams':>6} {'lost':>5} {'duplicated':>10}  words")
+    print(f"overlap at a hard cut: {args.overlap_s:g} s")
+    print(f"{'chunk s':>8} {'seams':>6} {'lost':>5} {'duplicated':>10} {'misheard':>8}  words")
     for length, tally in tallies.items():
-        words = ", ".join([f"-{w}" for w in tally.lost] + [f"+{w}" for w in tally.duplicated])
+        words = ", ".join(
+            [f"-{w}" for w in tally.lost]
+            + [f"+{w}" for w in tally.duplicated]
+            + [f"~{w}" for w in tally.misheard]
+        )
         print(
-            f"{length:8g} {tally.seams:6d} {len(tally.lost):5d} {len(tally.duplicated):10d}  "
-            f"{words}"
+            f"{length:8g} {tally.seams:6d} {len(tally.lost):5d} {len(tally.duplicated):10d} "
+            f"{len(tally.misheard):8d}  {words}"
         )
 
 

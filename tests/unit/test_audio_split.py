@@ -64,7 +64,7 @@ def assert_well_formed(chunks: list[AudioChunk], options: SplitOptions, pcm: byt
     for chunk in chunks[:-1]:
         assert chunk.end_ms - chunk.start_ms >= options.min_chunk_s * 1000
     for before, after in itertools.pairwise(chunks):
-        assert after.start_ms in (before.end_ms, before.end_ms - options.overlap_s * 1000)
+        assert after.start_ms in (before.end_ms, before.end_ms - options.hard_cut_overlap_s * 1000)
 
 
 # ---- sizing ------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_sizing_decision_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixt
         {"min_chunk_s": 0},
         {"min_chunk_s": 40},  # above max_chunk_s
         {"max_chunk_s": MAX_CHUNK_S_LIMIT + 1},
-        {"overlap_s": 5.0},  # not below min_chunk_s: could not advance
+        {"overlap_s": -1.0},
         {"vad_aggressiveness": 4},
         {"concurrency": 0},
     ],
@@ -169,7 +169,8 @@ def test_long_pauses_are_shortened_in_what_is_sent(tmp_path: Path) -> None:
     # The 4 s pause keeps 0.3 s beside each sound (webrtcvad's hangover adds a little); the
     # 0.4 s one stays whole.
     assert len(chunk.sent) == 2
-    assert 6.5 <= len(sent) / 32000 <= 7.3
+    assert chunk.lead_in_ms == 200  # it starts with sound: silence is put before it
+    assert 6.5 <= len(sent) / 32000 - 0.2 <= 7.3
     assert chunk.end_ms - chunk.start_ms == 10_400
 
 
@@ -177,10 +178,14 @@ def test_unbroken_sound_forces_hard_cuts_with_overlap(tmp_path: Path) -> None:
     source = tone(25)
     chunks = split_pcm(tmp_path, source)
 
-    assert [(c.start_ms, c.end_ms) for c in chunks] == [(0, 10000), (9000, 19000), (18000, 25000)]
+    # SMALL's overlap: 1.5 s, half its shortest chunk.
+    assert [(c.start_ms, c.end_ms) for c in chunks] == [(0, 10000), (8500, 18500), (17000, 25000)]
     assert all(c.has_speech for c in chunks)
     first, second = flac_pcm(tmp_path, chunks[0]), flac_pcm(tmp_path, chunks[1])
-    assert first[-32000:] == second[:32000] == source[9 * 32000 : 10 * 32000]
+    # Each starts inside the sound, so its audio starts with 0.2 s of silence (6400 bytes).
+    assert [c.lead_in_ms for c in chunks] == [200, 200, 200]
+    assert second[:6400] == bytes(6400)
+    assert first[-48000:] == second[6400 : 6400 + 48000] == source[8 * 32000 + 16000 : 10 * 32000]
 
 
 def test_a_hard_cut_falls_between_words_and_so_does_the_next_chunks_start(
@@ -199,7 +204,7 @@ def test_a_hard_cut_falls_between_words_and_so_does_the_next_chunks_start(
         assert 9_000 <= before.end_ms - before.start_ms <= 10_000
         assert in_a_gap(before.end_ms)
         assert in_a_gap(after.start_ms)
-        assert before.end_ms - after.start_ms >= 1_000  # the overlap, at least overlap_s
+        assert before.end_ms - after.start_ms >= SMALL.hard_cut_overlap_s * 1000
 
 
 def test_long_silence_becomes_chunks_marked_silent(tmp_path: Path) -> None:

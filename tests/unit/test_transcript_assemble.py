@@ -215,6 +215,28 @@ def test_overlap_tolerates_a_few_words_misheard_at_the_next_chunks_start() -> No
     assert t.text == "It was his first day at work. She painted the fence red."
 
 
+def test_overlap_with_a_word_heard_differently_inside_it_is_joined_once() -> None:
+    # Heard by bench_seams.py at a 2 s hard-cut overlap: the first chunk heard "bought" as
+    # "butt" and garbled its last word; the words both heard still agree around them, so the
+    # chunks are joined at one of those (the middle), not kept twice.
+    t = assemble(
+        [
+            chunk(
+                0,
+                0,
+                10_000,
+                "Close the gate so the sheep do not run away. We butt apples and cheese set",
+            ),
+            chunk(1, 7_500, 17_500, "do not run away. We bought apples and cheese at the market."),
+        ],
+        [],
+    )
+    assert (
+        t.text
+        == "Close the gate so the sheep do not run away. We bought apples and cheese at the market."
+    )
+
+
 def test_overlap_match_ignores_case_and_punctuation() -> None:
     t = assemble(
         [

@@ -123,6 +123,18 @@ def test_success_stores_absolute_segments_and_answers_the_token() -> None:
     assert (call.audio, call.language, call.remaining_s) == (b"fLaC-audio", "en", 250.0)
 
 
+def test_segment_times_leave_out_the_silence_put_before_the_chunk() -> None:
+    world = World(FakeTranscriber([Transcription("hi", (RelativeSegment(0.1, 3.0, "hi"),))]))
+    world.chunk = world.chunk.model_copy(update={"lead_in_ms": 200})
+    task = world.task()
+    world.service.process(task, receive_count=1)
+    stored = ChunkTranscript.model_validate_json(
+        world.store.get_bytes(keys.chunk_result(JOB_ID, 2))
+    )
+    # 0.1 s into the audio is still the lead-in: the chunk's start; 3.0 s is 2.8 s into it.
+    assert [(s.start_ms, s.end_ms) for s in stored.segments] == [(60_000, 62_800)]
+
+
 def test_job_without_language_uses_the_configured_default() -> None:
     world = World(FakeTranscriber(default="x"))
     world.service.process(world.task(language=None), receive_count=1)

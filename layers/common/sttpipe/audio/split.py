@@ -86,6 +86,10 @@ PAUSE_KEEP_S = 0.2
 MIN_SPEECH_S = 0.15
 SENT_PAUSE_PAD_S = 0.3
 HARD_CUT_SEARCH_S = 1.0
+# Silence put before a chunk whose audio starts inside speech (after a hard cut, or a recording
+# that starts talking at once): Whisper given no quiet lead-in can stop after a word or two
+# (benchmarks/bench_seams.py: a 30 s chunk came back as "the"; with 0.2 s before it, whole).
+LEAD_IN_MS = 200
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,11 @@ class SplitOptions:
 
     max_chunk_s: longest chunk; 30 s is Whisper's own window. At most MAX_CHUNK_S_LIMIT.
     min_chunk_s: shortest chunk, except the last one of a file.
-    overlap_s: audio repeated at the start of the chunk after a hard cut (never after a pause).
+    overlap_s: audio repeated at the start of the chunk after a hard cut (never after a pause),
+        at most half of min_chunk_s.
+        2 s: the words at the cut are heard with a second or more of context by both chunks,
+        and enough of them to agree on where to join (benchmarks/bench_seams.py: at 1 s,
+        11 words lost at 20 s chunks; at 2 s, none dropped by the join).
     concurrency: chunks the workers transcribe at once; a short file is cut into about this
         many so that none sits idle (see target_chunk_seconds). 3: the API throttles above.
     vad_aggressiveness: webrtcvad mode, 0 (least eager to call audio non-speech) to 3.
@@ -109,7 +117,7 @@ class SplitOptions:
 
     max_chunk_s: float = 30.0
     min_chunk_s: float = 5.0
-    overlap_s: float = 1.0
+    overlap_s: float = 2.0
     concurrency: int = 3
     vad_aggressiveness: int = 2
     min_pause_s: float = 0.2
@@ -124,12 +132,18 @@ class SplitOptions:
                 f"need 0 < min_chunk_s <= max_chunk_s <= {MAX_CHUNK_S_LIMIT}, "
                 f"got {self.min_chunk_s}, {self.max_chunk_s}"
             )
-        if not 0 <= self.overlap_s < self.min_chunk_s:
-            raise ValueError("need 0 <= overlap_s < min_chunk_s, or splitting cannot advance")
+        if self.overlap_s < 0:
+            raise ValueError("need overlap_s >= 0")
         if self.vad_aggressiveness not in (0, 1, 2, 3):
             raise ValueError("vad_aggressiveness is 0, 1, 2 or 3")
         if self.concurrency < 1 or self.min_pause_s <= 0:
             raise ValueError("need concurrency >= 1 and min_pause_s > 0")
+
+    @property
+    def hard_cut_overlap_s(self) -> float:
+        """The overlap a hard cut gets: overlap_s, but at most half the shortest chunk, so that
+        splitting always advances."""
+        return min(self.overlap_s, self.min_chunk_s / 2)
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,8 @@ class AudioChunk:
     speech: tuple[tuple[int, int], ...] = ()
     # The stretches of the recording the FLAC holds, absolute; the whole chunk when silent.
     sent: tuple[tuple[int, int], ...] = ()
+    # Silence the FLAC starts with before them (LEAD_IN_MS when the chunk starts in speech).
+    lead_in_ms: int = 0
 
     @property
     def has_speech(self) -> bool:
@@ -313,7 +329,7 @@ class _Cutter:
         self._min = _frames(options.min_chunk_s, math.ceil)  # never shorter than asked
         self._period = max(1, _frames(target_s))
         self._search = _frames(min(target_s * SEARCH_FRACTION, SEARCH_MAX_S))
-        self._overlap = _frames(options.overlap_s)
+        self._overlap = _frames(options.hard_cut_overlap_s)
         self._min_pause = max(1, _frames(options.min_pause_s))
         self._keep = _frames(PAUSE_KEEP_S)
         self._min_speech = _frames(MIN_SPEECH_S)
@@ -450,6 +466,10 @@ class _Cutter:
                 window[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH]
                 for a, b in sent
             )
+        # What the chunk has of quiet before its first speech, made up to LEAD_IN_MS.
+        lead_in_ms = max(0, LEAD_IN_MS - speech[0][0] * FRAME_MS) if speech else 0
+        if lead_in_ms:
+            pcm = bytes(lead_in_ms * SAMPLE_RATE // 1000 * SAMPLE_WIDTH) + pcm
         end_ms = self._ms_of_sample(samples)
         chunk = AudioChunk(
             index=self.chunks,
@@ -460,6 +480,7 @@ class _Cutter:
             speech_ms=self._speech_frames(end) * FRAME_MS,
             speech=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in speech),
             sent=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in sent),
+            lead_in_ms=lead_in_ms,
         )
         logger.debug(
             "chunk %d: %d-%d ms, %s cut, %d ms speech",

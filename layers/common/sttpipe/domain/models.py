@@ -140,6 +140,8 @@ class ChunkRef(BaseModel):
     pcm_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     # The job's tenant, so that the worker can scope its cache lookups without a database read.
     tenant_id: str = "default"
+    # Silence its audio starts with that is not in the recording (see audio.split.LEAD_IN_MS).
+    lead_in_ms: int = Field(default=0, ge=0)
 
 
 class Timing(StrEnum):

@@ -90,8 +90,9 @@ class CachedChunk(BaseModel):
         cache_level: CacheLevel | None,
         seconds: float,
     ) -> ChunkTranscript:
-        """The transcript of `chunk` with absolute times, as the worker stores it."""
-        offset = chunk.start_ms
+        """The transcript of `chunk` with absolute times, as the worker stores it (times in its
+        audio, less the lead-in the splitter put before the recording's)."""
+        offset = chunk.start_ms - chunk.lead_in_ms
         return ChunkTranscript(
             index=chunk.index,
             start_ms=chunk.start_ms,
@@ -99,7 +100,7 @@ class CachedChunk(BaseModel):
             text=self.text,
             segments=[
                 Segment(
-                    start_ms=offset + s.start_ms,
+                    start_ms=max(chunk.start_ms, offset + s.start_ms),
                     end_ms=min(chunk.end_ms, offset + s.end_ms),
                     text=s.text,
                     chunk_index=chunk.index,

@@ -186,6 +186,7 @@ class SplitterService:
                             end_ms=chunk.end_ms,
                             pcm_sha256=chunk.pcm_sha256,
                             tenant_id=job.tenant_id,
+                            lead_in_ms=chunk.lead_in_ms,
                         )
                     )
 

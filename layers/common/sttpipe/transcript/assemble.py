@@ -1,10 +1,11 @@
 """Assemble a job's chunk transcripts into one transcript.
 
 Chunks are taken in index order. Where the splitter had to cut through speech it overlaps the
-next chunk by about a second, so the words of that second come back twice: the tail words of
-one chunk are aligned with the head words of the next and the repeat is dropped, only when the
-texts really match. Known hallucinations are removed sentence by sentence, and every text is cut
-into readable cues.
+next chunk by about two seconds, so the words of those seconds come back twice: the tail words
+of one chunk are aligned with the head words of the next (difflib, so that a word heard
+differently inside the overlap does not break the match) and the two are joined once, at a word
+both heard near the middle of the overlap, only when the texts really agree. Known
+hallucinations are removed sentence by sentence, and every text is cut into readable cues.
 
 Times: the speech API's segment times where it gave any; else the chunk's sentences are placed
 on the speech the splitter heard in it (sttpipe.transcript.timing); else, for chunks whose speech
@@ -13,6 +14,7 @@ regions are unknown, the chunk's span is shared out by characters. Each segment 
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ _WORDS_PER_SECOND = 5
 # fella" for "tree fell" at an end, "there they are the" for "the old" at a start).
 _GARBLED_TAIL = 2
 _GARBLED_HEAD = 4
+# ... and at both together, past the overlap's own words.
+_GARBLED_JOINED = 3
 # Sentences apart by a pause this long never share a cue: no cue lingers through a silence.
 _CUE_BREAKING_PAUSE_MS = 500
 
@@ -123,7 +127,12 @@ def assemble(
         )
         if previous is not None and chunk.start_ms < previous.end_ms:
             index, before = stitched[-1]
-            before, spans = _drop_repeat(before, spans, previous.end_ms - chunk.start_ms)
+            before, spans = _drop_repeat(
+                before,
+                spans,
+                previous.end_ms - chunk.start_ms,
+                previous.end_ms - previous.start_ms,
+            )
             stitched[-1] = (index, before)
         stitched.append((chunk.index, spans))
         previous = chunk
@@ -191,53 +200,59 @@ def _words(spans: list[_Span]) -> list[_Word]:
 
 
 def _drop_repeat(
-    before: list[_Span], after: list[_Span], overlap_ms: int
+    before: list[_Span], after: list[_Span], overlap_ms: int, before_ms: int
 ) -> tuple[list[_Span], list[_Span]]:
-    """Remove the words `after` repeats from the end of `before`, if the texts show a repeat."""
-    fits = math.ceil(overlap_ms * _WORDS_PER_SECOND / 1000)
-    reach = 2 + fits
-    tail = _words(before)[-reach:]
-    head = _words(after)[:reach]
-    match = _align([w.norm for w in tail], [w.norm for w in head], fits)
-    if match is None:
+    """Join two chunks that share `overlap_ms` of audio where their texts agree: `before`'s
+    words up to a word both heard, `after`'s from the next one. Unchanged without agreement."""
+    said = _words(before)
+    # The overlap holds at most twice the words the chunk says per second on average (more
+    # would take a faster speaker than any), and never more than _WORDS_PER_SECOND.
+    rate = min(_WORDS_PER_SECOND, max(1.0, 2 * len(said) * 1000 / max(1, before_ms)))
+    fits = math.ceil(overlap_ms * rate / 1000)
+    tail = said[-(fits + _GARBLED_TAIL) :]
+    head = _words(after)[: fits + _GARBLED_HEAD]
+    junction = _junction([w.norm for w in tail], [w.norm for w in head], fits)
+    if junction is None:
         return before, after
-    cut_tail, length, cut_head = match
-    if cut_tail:
-        first_cut = tail[len(tail) - cut_tail]
+    kept_tail, dropped_head = junction
+    if kept_tail < len(tail):
+        first_cut = tail[kept_tail]
         kept = before[first_cut.span].trimmed(0, first_cut.token)
         before = before[: first_cut.span] + ([kept] if kept else [])
-    last_repeat = head[cut_head + length - 1]
-    span = after[last_repeat.span]
-    rest = span.trimmed(last_repeat.token + 1, len(span.tokens))
-    after = ([rest] if rest else []) + after[last_repeat.span + 1 :]
+    last_dropped = head[dropped_head - 1]
+    span = after[last_dropped.span]
+    rest = span.trimmed(last_dropped.token + 1, len(span.tokens))
+    after = ([rest] if rest else []) + after[last_dropped.span + 1 :]
     return before, after
 
 
-def _align(tail: list[str], head: list[str], fits: int) -> tuple[int, int, int] | None:
-    """(words to cut from the tail's end, repeated words, words before them in the head).
+def _junction(tail: list[str], head: list[str], fits: int) -> tuple[int, int] | None:
+    """(words of the tail to keep, words of the head to drop), joining at a word both heard.
 
-    The longest run that ends the tail and starts the head is the repeat. Up to _GARBLED_TAIL
-    words at the tail's end and _GARBLED_HEAD at the head's start may differ: the cut clips
-    them and the engine hears them without the words beyond. That tolerance needs a repeat of
-    two words or more (three past one misheard word), so a lone common word never decides, and
-    past one misheard word at the head the repeat must end within the `fits` words the overlap
-    can hold, so that a formula said in every chunk is not taken for one.
+    The words both heard are the blocks difflib matches between the tail and the head, kept
+    where they can be the shared audio: the tail's words after such a word and the head's
+    words before it are the rest of the overlap (at most `fits` words) plus what each cut
+    garbled (_GARBLED_JOINED words at most). At least two words must agree, or the one word
+    that ends the tail and starts the head, so that a lone common word never decides. The
+    join is at the agreed word nearest the middle of the overlap, where both chunks heard the
+    most context, so that the words either cut garbled fall on the side that is dropped.
     """
-    best: tuple[tuple[int, int], tuple[int, int, int]] | None = None
-    for cut_tail in range(_GARBLED_TAIL + 1):
-        for cut_head in range(_GARBLED_HEAD + 1):
-            shortest = 1 + int(cut_tail > 0 or cut_head > 0) + int(cut_tail + cut_head > 1)
-            end = len(tail) - cut_tail
-            longest = min(end, len(head) - cut_head)
-            if cut_head > 1:
-                longest = min(longest, fits - cut_head)
-            for n in range(longest, shortest - 1, -1):
-                if tail[end - n : end] == head[cut_head : cut_head + n]:
-                    rank = (n, -(cut_tail + cut_head))
-                    if best is None or rank > best[0]:
-                        best = (rank, (cut_tail, n, cut_head))
-                    break
-    return best[1] if best else None
+    reach = fits + _GARBLED_JOINED
+    matcher = difflib.SequenceMatcher(None, tail, head, autojunk=False)
+    pairs = [
+        (i, j)
+        for block in matcher.get_matching_blocks()
+        for i, j in zip(
+            range(block.a, block.a + block.size), range(block.b, block.b + block.size), strict=True
+        )
+        if len(tail) - 1 - i + j <= reach
+    ]
+    if len(pairs) < 2 and pairs != [(len(tail) - 1, 0)]:  # one word: only end to end
+        return None
+    # Balanced: as many of the overlap's words after the join as before it; on a tie, the
+    # earlier chunk keeps more.
+    i, j = min(pairs, key=lambda p: (abs(len(tail) - 1 - p[0] - p[1]), -p[0]))
+    return i + 1, j + 1
 
 
 def _monotonic(segments: list[Segment]) -> list[Segment]:
