@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sttpipe.bootstrap import job_service, prepare
 from sttpipe.config import get_settings
 from sttpipe.domain.models import Priority
+from sttpipe.observability import TRACED_AWS
 from sttpipe.services.jobs import (
     FeatureUnavailable,
     JobBusy,
@@ -34,7 +35,7 @@ from sttpipe.services.jobs import (
 )
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS)
 app = APIGatewayHttpResolver(enable_validation=True)
 prepare(job_service)
 

@@ -9,10 +9,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import metric_recorder, transcript_cache
 from sttpipe.config import get_settings
-from sttpipe.observability import Metric
+from sttpipe.observability import TRACED_AWS, Metric
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS)
 metrics = Metrics()
 
 

@@ -17,9 +17,10 @@ from pydantic import TypeAdapter
 
 from sttpipe.bootstrap import merge_service, prepare
 from sttpipe.domain.models import JobFailureNotice, MergeTask
+from sttpipe.observability import TRACED_AWS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 _message = TypeAdapter(MergeTask | JobFailureNotice)

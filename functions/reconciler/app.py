@@ -10,9 +10,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import prepare, reconciler_service
+from sttpipe.observability import TRACED_AWS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS)
 metrics = Metrics()
 prepare(reconciler_service)
 

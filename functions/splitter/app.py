@@ -16,9 +16,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import prepare, splitter_service
+from sttpipe.observability import TRACED_AWS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 prepare(splitter_service)

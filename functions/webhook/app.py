@@ -20,9 +20,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import prepare, webhook_service
 from sttpipe.domain.models import JobEndNotice
+from sttpipe.observability import TRACED_AWS_AND_HTTP
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS_AND_HTTP)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 prepare(webhook_service)

@@ -15,10 +15,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sttpipe.bootstrap import chunk_delivery_service, prepare
+from sttpipe.observability import TRACED_AWS_AND_HTTP
 from sttpipe.services.deliveries import DEFERRALS_ATTRIBUTE, ChunkDelivery
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_AWS_AND_HTTP)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 prepare(chunk_delivery_service)

@@ -23,7 +23,6 @@ from sttpipe.adapters.postgres import job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.sqs import SqsMessageQueues, SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
-from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
 from sttpipe.cache.factory import build_transcript_cache, redis_for
 from sttpipe.cache.transcripts import CacheAdministration, TieredTranscriptCache
 from sttpipe.config import Settings, get_settings
@@ -50,7 +49,6 @@ from sttpipe.services.transcribing import WorkerService
 from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
 from sttpipe.speech.base import Transcriber
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
-from sttpipe.speech.cloudru import build_transcriber, get_http_client
 from sttpipe.speech.fleet_limit import (
     FleetLimiter,
     LimitedTranscriber,
@@ -144,6 +142,9 @@ class Container:
 
     @cached_property
     def notifier(self) -> Notifier:
+        # Imported here: httpx stays out of the functions that call no one over HTTP.
+        from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
+
         settings = self.settings
         plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return WebhookNotifier(
@@ -164,6 +165,8 @@ class Container:
     def speech_api(self) -> Transcriber:
         """The Cloud.ru client on the container's HTTP/2 connection. Its response hooks see
         every attempt, retried ones included: 429s are counted and steer the adaptive limit."""
+        from sttpipe.speech.cloudru import build_transcriber, get_http_client  # as notifier's
+
         hooks = get_http_client(self.settings).event_hooks["response"]
         hooks.append(throttle_counter(self.metrics))
         hooks.append(self.speech_limiter.response_hook)

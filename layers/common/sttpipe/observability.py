@@ -68,3 +68,10 @@ SIZE_CLASSES: tuple[tuple[float, str], ...] = (
 
 def size_class(duration_s: float) -> str:
     return next(name for bound, name in SIZE_CLASSES if duration_s < bound)
+
+
+# What each function's X-Ray Tracer patches (Powertools Tracer(patch_modules=...)): only the
+# clients it calls. Patching everything would import every supported library installed, httpx
+# in the splitter included, and keep it in the container's memory.
+TRACED_AWS = ("botocore",)
+TRACED_AWS_AND_HTTP = ("botocore", "httpx")

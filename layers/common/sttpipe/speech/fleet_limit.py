@@ -23,14 +23,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 import redis
 
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.speech.base import SpeechBackPressure, Transcriber, current_priority
 from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
+
+if TYPE_CHECKING:
+    import httpx
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -272,7 +275,7 @@ class FleetLimiter:
 
     def response_hook(self, response: httpx.Response) -> None:
         """An httpx response hook: every 429 (retried ones too) cuts the limit, a 200 raises it."""
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+        if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             self.feedback(throttled=True)
         elif response.is_success:
             self.feedback(throttled=False)

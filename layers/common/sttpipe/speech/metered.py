@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-import httpx
 from aws_lambda_powertools.metrics import MetricUnit
 
 from sttpipe.audio.pcm import flac_seconds
@@ -16,12 +17,15 @@ from sttpipe.ports import MetricRecorder
 from sttpipe.speech.base import AuthenticationError, SpeechError, Transcriber
 from sttpipe.speech.latency import LatencyLog
 
+if TYPE_CHECKING:
+    import httpx
+
 
 def throttle_counter(record: MetricRecorder) -> Callable[[httpx.Response], None]:
     """An httpx response hook counting the speech API's 429s, retried ones included."""
 
     def hook(response: httpx.Response) -> None:
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+        if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             record(Metric.SPEECH_API_THROTTLED, 1)
 
     return hook
