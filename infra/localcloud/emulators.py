@@ -1,7 +1,8 @@
 """AWS endpoints to run the pipeline on: embedded moto, LocalStack on the host, or any URL.
 
 Each emulator is a context manager exposing `.endpoint` (URL, region, fake credentials) and
-`.endpoint_url`. See /work/shared/ENVIRONMENT.md for why they are started the way they are.
+`.endpoint_url`. Neither needs Docker: moto runs in process or as a server, LocalStack as
+`localstack-core` in its own virtualenv, which ./scripts/test installs.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class LocalStackEmulator(_Lifecycle):
         if not self.available():
             raise RuntimeError(
                 f"LocalStack is not installed at {self.venv} (set ${LOCALSTACK_VENV_ENV}); "
-                "see /work/shared/ENVIRONMENT.md for how to install localstack-core"
+                "./scripts/test installs it there"
             )
         port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="localstack-"))

@@ -28,7 +28,10 @@ T = TypeVar("T")
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on (macOS has no affinity call: all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class SpeechServer:
