@@ -181,6 +181,16 @@ class InMemoryJobRepository:
                     update={"status": status, "failure_reason": reason, "updated_at": _now()}
                 )
 
+    def claim_upload(self, job_id: str, etag: str) -> bool:
+        with self._lock:
+            job = self._job(job_id)
+            if job.status is not JobStatus.AWAITING_UPLOAD:
+                return False
+            self._jobs[job_id] = job.model_copy(
+                update={"status": JobStatus.SPLITTING, "upload_etag": etag, "updated_at": _now()}
+            )
+            return True
+
     def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None:
         if not chunks:
             return

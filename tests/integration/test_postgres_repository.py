@@ -191,6 +191,18 @@ def test_status_moves_until_final_then_stays(repo: JobRepository, tenant: str) -
     assert view is not None and view.job.updated_at > job.updated_at
 
 
+def test_an_upload_is_claimed_once(repo: JobRepository, tenant: str) -> None:
+    job = new_job(tenant)
+    repo.add(job)
+    assert repo.claim_upload(job.job_id, '"etag-1"') is True
+    assert repo.claim_upload(job.job_id, '"etag-2"') is False  # the form's second use
+    view = repo.get(job.job_id)
+    assert view is not None
+    assert (view.job.status, view.job.upload_etag) == (JobStatus.SPLITTING, '"etag-1"')
+    with pytest.raises(JobNotFound):
+        repo.claim_upload("no-such-job", '"etag"')
+
+
 def test_a_detected_language_is_pinned_once_and_only_by_the_current_run(
     repo: JobRepository, tenant: str
 ) -> None:

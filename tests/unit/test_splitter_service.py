@@ -106,6 +106,22 @@ def test_a_repeated_notification_does_not_split_twice() -> None:
     assert len(world.workflow.executions) == 1
 
 
+def test_the_upload_form_is_single_use_a_second_upload_is_deleted_not_split() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes())
+    first = world.service.handle_upload(key, etag='"first"')
+    assert world.service.handle_upload(key, etag='"first"') == first  # a repeated notification
+    world.store.put_bytes(key, SAMPLE.read_bytes()[:50_000], "audio/flac")  # the form again
+
+    again = world.service.handle_upload(key, etag='"second"')
+
+    assert (again.status, again.reason) == (first.status, "upload form already used")
+    assert world.store.size(key) is None  # what the second use wrote is gone
+    assert len(world.workflow.executions) == 1
+    view = world.jobs.get(JOB_ID)
+    assert view is not None and view.job.upload_etag == '"first"'
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [

@@ -78,6 +78,11 @@ class JobRepository(Protocol):
 
     def set_status(self, job_id: str, status: JobStatus, *, reason: str | None = None) -> None: ...
 
+    def claim_upload(self, job_id: str, etag: str) -> bool:
+        """Move a job AWAITING_UPLOAD to SPLITTING for the upload with this ETag. False when it
+        was no longer awaiting one; raises JobNotFound."""
+        ...
+
     def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None: ...
 
     def set_chunk_state(

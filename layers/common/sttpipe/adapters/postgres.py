@@ -43,7 +43,8 @@ SETTLED_CHUNK_STATES = [ChunkState.DONE.value, ChunkState.SILENT.value]
 
 _JOB_COLUMNS = (
     "job_id, tenant_id, filename, content_type, language, priority, status, upload_key,"
-    " created_at, updated_at, failure_reason, stats, webhook_url, runs, prompt, language_source"
+    " created_at, updated_at, failure_reason, stats, webhook_url, runs, prompt, language_source,"
+    " upload_etag"
 )
 _LIST_FIRST_PAGE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant_id = %(tenant)s
@@ -104,6 +105,17 @@ class PostgresJobRepository:
             )
             if cur.rowcount == 0:
                 self._require_job(conn, job_id)
+
+    def claim_upload(self, job_id: str, etag: str) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = %s, upload_etag = %s, updated_at = now()"
+                " WHERE job_id = %s AND status = %s",
+                (JobStatus.SPLITTING.value, etag, job_id, JobStatus.AWAITING_UPLOAD.value),
+            )
+            if cur.rowcount == 0:
+                self._require_job(conn, job_id)
+            return cur.rowcount == 1
 
     def add_chunks(self, job_id: str, chunks: list[ChunkProgress]) -> None:
         """Record a job's chunks; chunks already recorded (a redelivered split) keep their state."""

@@ -31,6 +31,9 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS prompt text;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS language_source text NOT NULL DEFAULT 'requested'
     CHECK (language_source IN ('requested', 'detect', 'detected', 'per_chunk'));
 
+-- The ETag of the upload the job was claimed with (its form is single-use).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS upload_etag text;
+
 -- Listing a tenant's jobs newest first, paginated by the (created_at, job_id) cursor.
 CREATE INDEX IF NOT EXISTS jobs_tenant_created_idx
     ON jobs (tenant_id, created_at DESC, job_id DESC);

@@ -62,6 +62,9 @@ class Job(BaseModel):
     priority: Priority = Priority.NORMAL
     status: JobStatus = JobStatus.AWAITING_UPLOAD
     upload_key: str
+    # The ETag of the upload the job was claimed with: its form is single-use, and an object
+    # the form writes again is deleted, never split.
+    upload_etag: str | None = None
     created_at: datetime
     updated_at: datetime
     failure_reason: str | None = None

@@ -34,6 +34,9 @@ class PublishingJobRepository:
         if status is JobStatus.TRANSCRIBING:
             self._queued(job_id)
 
+    def claim_upload(self, job_id: str, etag: str) -> bool:
+        return self._inner.claim_upload(job_id, etag)
+
     def reopen(self, job_id: str) -> int | None:
         run = self._inner.reopen(job_id)
         if run is not None:

@@ -83,6 +83,8 @@ class SplitterService:
         job = self._job_for(key, etag)
         if job is None:
             return self._drop(key)
+        if etag and job.upload_etag and etag != job.upload_etag:
+            return self._used_again(job, key)
         resumable = job.status in (JobStatus.SPLITTING, JobStatus.TRANSCRIBING) and job.runs == 1
         if job.status is not JobStatus.AWAITING_UPLOAD and not resumable:
             # At-least-once delivery of the notification: the job is already past splitting.
@@ -91,7 +93,12 @@ class SplitterService:
         try:
             if resumable and (manifest := find_manifest(self._store, job.job_id)) is not None:
                 return self._start(job, manifest, time.monotonic(), resumed=True)
-            self._jobs.set_status(job.job_id, JobStatus.SPLITTING)
+            if job.status is JobStatus.AWAITING_UPLOAD:
+                if not self._jobs.claim_upload(job.job_id, etag):
+                    # Another copy of the notification claimed it a moment ago and splits it.
+                    return SplitOutcome(job.job_id, JobStatus.SPLITTING)
+            else:
+                self._jobs.set_status(job.job_id, JobStatus.SPLITTING)
             return self._split(job)
         except AudioError as exc:
             # Bad audio cannot get better by retrying: end the job now, keep the upload.
@@ -147,6 +154,16 @@ class SplitterService:
             extra={"job_id": job_id, "key": key, "objects_deleted": deleted},
         )
         return SplitOutcome(job_id, JobStatus.FAILED, reason="no such job")
+
+    def _used_again(self, job: Job, key: str) -> SplitOutcome:
+        """The job's upload form used again after its first upload was claimed (forms are
+        single-use): what it wrote is deleted, never split or kept."""
+        deleted = self._store.delete_prefix(key)
+        logger.warning(
+            "upload form used again; its object deleted",
+            extra={"job_id": job.job_id, "key": key, "objects_deleted": deleted},
+        )
+        return SplitOutcome(job.job_id, job.status, reason="upload form already used")
 
     def _split(self, job: Job) -> SplitOutcome:
         started = time.monotonic()
