@@ -10,10 +10,12 @@ stt cache stats     the transcript cache's hits, misses and size
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +26,8 @@ from typing import Any
 import httpx
 import jiwer
 
-from localcloud.client import JobResult, PipelineClient
+from localcloud.client import JobResult, JobTimeout, PipelineClient
+from localcloud.services import ServiceUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample.flac"
@@ -32,6 +35,7 @@ SAMPLE_TEXT = REPO / "samples" / "sample.txt"
 STATE_FILE = REPO / ".localcloud" / "up.json"
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 64
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 def _err(message: str) -> None:
@@ -191,6 +195,9 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 def cmd_up(args: argparse.Namespace) -> int:
     from localcloud.pipeline import LocalPipeline
 
+    if not _port_free(args.port):  # before minutes of starting a cloud that cannot serve
+        _err(f"stt: port {args.port} is already in use; stop what holds it or pick another --port")
+        return EXIT_FAILED
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalPipeline(
@@ -215,6 +222,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             STATE_FILE.unlink(missing_ok=True)
     return EXIT_OK
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
@@ -361,8 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
-    except httpx.HTTPStatusError as exc:
+    except KeyboardInterrupt:
+        _err("stt: interrupted")
+        return EXIT_INTERRUPTED
+    except (httpx.HTTPError, ServiceUnavailable, JobTimeout) as exc:
+        # What the machine or the API said: a line, not a traceback (-v logs the details).
         _err(f"stt: {exc}")
+        return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _err(f"stt: {exc.strerror}: a port the local cloud needs is taken ({exc})")
         return EXIT_FAILED
     return code
 

@@ -1,0 +1,63 @@
+"""`stt` ends with one line saying what went wrong, never a Python traceback, when the machine
+is not as it needs: PostgreSQL unreachable, a port taken, a job that outlasts --timeout, Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from localcloud import cli
+from localcloud.client import JobTimeout
+from localcloud.services import ServiceUnavailable
+
+
+@pytest.fixture
+def raising(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseException]]:
+    """Make `stt transcribe` raise what the test puts in the list."""
+    raised: list[BaseException] = []
+
+    def run(args: argparse.Namespace) -> int:
+        raise raised[0]
+
+    monkeypatch.setattr(cli, "cmd_transcribe", run)
+    yield raised
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "says"),
+    [
+        (ServiceUnavailable("PostgreSQL is not reachable at x"), 1, "PostgreSQL is not reachable"),
+        (JobTimeout("job j still TRANSCRIBING after 5 s"), 1, "still TRANSCRIBING"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (OSError(errno.EADDRINUSE, "Address already in use"), 1, "already in use"),
+    ],
+)
+def test_known_failures_end_with_one_line_and_no_traceback(
+    raising: list[BaseException],
+    capsys: pytest.CaptureFixture[str],
+    exc: BaseException,
+    code: int,
+    says: str,
+) -> None:
+    raising.append(exc)
+    assert cli.main(["transcribe", __file__]) == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert err.startswith("stt: ") and err.count("\n") == 1
+
+
+def test_a_port_in_use_for_stt_up_is_reported_with_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["up", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"port {port}" in err and "--port" in err and "Traceback" not in err
