@@ -34,10 +34,11 @@ from sttpipe_testing.audio import flite_available, silence, speak, write_wav
 
 from localcloud.cli import word_error_rate
 from localcloud.speech_server import Engine, load_engine
-from sttpipe.audio import SAMPLE_RATE, SplitOptions, decode_bytes, split_file
+from sttpipe.audio import SAMPLE_RATE, SplitOptions, decode_bytes, encode_flac, split_file
 from sttpipe.config import Settings
 from sttpipe.domain.models import ChunkTranscript, Segment
-from sttpipe.domain.transcripts import Transcript
+from sttpipe.domain.transcripts import RelativeSegment, Transcript, Transcription
+from sttpipe.speech.resplit import ResplittingTranscriber
 from sttpipe.transcript import assemble
 
 VOICES = ("slt", "rms", "awb", "kal16")
@@ -148,6 +149,25 @@ def as_samples(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype=np.int16)
 
 
+class EngineApi:
+    """The engine behind the speech API's port (a FLAC in, a Transcription out)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        remaining_s: float | None = None,
+    ) -> Transcription:
+        text, segments = self._runner.transcribe(decode_bytes(audio))
+        return Transcription(text, tuple(RelativeSegment(s, e, t) for s, e, t in segments))
+
+
 class Runner:
     """Calls the engine directly, as the local speech server would, a few chunks at a time."""
 
@@ -162,24 +182,27 @@ class Runner:
         return result.text, [(s.start_s, s.end_s, s.text) for s in result.segments]
 
     def chunks(self, pieces: list[tuple[int, int, bytes]]) -> Transcript:
-        """Transcribe (start_ms, end_ms, pcm) pieces in parallel; assemble as the merge does."""
+        """Transcribe (start_ms, end_ms, pcm) pieces in parallel, each through the decorator the
+        worker puts outermost (a 413 or a repetition loop re-splits the piece); assemble as
+        the merge does."""
+        api = ResplittingTranscriber(EngineApi(self))
 
         def one(index: int) -> ChunkTranscript:
             start_ms, end_ms, pcm = pieces[index]
-            text, segments = self.transcribe(pcm)
+            result = api.transcribe(encode_flac(pcm), f"{index}.flac", language="en")
             return ChunkTranscript(
                 index=index,
                 start_ms=start_ms,
                 end_ms=end_ms,
-                text=text,
+                text=result.text,
                 segments=[
                     Segment(
-                        start_ms=start_ms + round(s * 1000),
-                        end_ms=min(end_ms, start_ms + round(e * 1000)),
-                        text=t,
+                        start_ms=start_ms + round(s.start_s * 1000),
+                        end_ms=min(end_ms, start_ms + round(s.end_s * 1000)),
+                        text=s.text,
                         chunk_index=index,
                     )
-                    for s, e, t in segments
+                    for s in result.segments
                 ],
             )
 

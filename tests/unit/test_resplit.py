@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sttpipe_testing.audio import silence, tone
@@ -42,6 +43,8 @@ from sttpipe.domain.transcripts import RelativeSegment, Transcription
 from sttpipe.services.transcribing import WorkerService
 from sttpipe.speech.base import PayloadTooLargeError, PermanentSpeechError, TransientSpeechError
 from sttpipe.speech.resplit import ResplittingTranscriber
+
+SAMPLE_TEXT = Path(__file__).resolve().parents[2] / "samples" / "sample.txt"
 
 
 def too_large(attempts: int = 1) -> PayloadTooLargeError:
@@ -310,3 +313,38 @@ def test_worker_stores_the_resplit_chunk_with_absolute_times() -> None:
     assert left.end_ms == right.start_ms and 64_000 < left.end_ms < 65_000
     view = jobs.get(job_id)
     assert view is not None and view.chunks[0].state is ChunkState.DONE
+
+
+# ---- a transcript stuck in a loop ----------------------------------------------------------
+
+LOOP = "The sea was not yet to be seen. " * 30
+
+
+def test_a_transcript_stuck_in_a_loop_is_made_again_from_the_two_halves() -> None:
+    fake = FakeTranscriber([LOOP, "The weather was calm.", "We packed our bags."])
+
+    result = ResplittingTranscriber(fake).transcribe(
+        encode_flac(TWO_PARTS), "c.flac", language="en"
+    )
+
+    assert result.text == "The weather was calm. We packed our bags."
+    assert result.attempts == 3
+    whole, first, second = sent_pcm(fake)
+    assert first + second == whole  # cut at the pause: nothing sent twice
+
+
+def test_a_loop_in_audio_too_short_to_cut_is_kept_as_it_came() -> None:
+    fake = FakeTranscriber([LOOP])
+    result = ResplittingTranscriber(fake, min_part_s=1.0).transcribe(
+        encode_flac(tone(1.5)), "c.flac", language="en"
+    )
+    assert result.text == LOOP and len(fake.calls) == 1
+
+
+def test_ordinary_long_text_is_not_taken_for_a_loop() -> None:
+    said = SAMPLE_TEXT.read_text()  # a minute of real speech, as the engine wrote it
+    fake = FakeTranscriber([said])
+    result = ResplittingTranscriber(fake).transcribe(
+        encode_flac(TWO_PARTS), "c.flac", language="en"
+    )
+    assert result.text == said and len(fake.calls) == 1

@@ -1,16 +1,22 @@
-"""A `Transcriber` decorator that answers the API's 413 by cutting the chunk in two at a pause.
+"""A `Transcriber` decorator that answers the API's 413, and a transcript stuck in a loop, by
+cutting the chunk in two at a pause.
 
 The splitter keeps chunks far below the API's size limit, but a provider may lower its limit, or
-a gateway in front of it may have a smaller one. Rather than failing the chunk for good, the
-decorator decodes it, cuts it at the best pause near its middle (chosen as the splitter chooses
-its cuts), and transcribes each part, re-splitting a part that is still too large, down to
-`max_depth` levels. The parts are stitched as the merge stitches chunks (`sttpipe.transcript`),
-so the caller gets one `Transcription` with times relative to the chunk it sent.
+a gateway in front of it may have a smaller one. And Whisper sometimes repeats one sentence to
+the end of its window ("The sea was not yet to be seen." thirty times, for a minute of speech):
+its own transcribe() then decodes again at a higher temperature, which a text-only endpoint
+that takes one temperature per request (vLLM's) does not do. Rather than failing the chunk, or
+keeping the loop, the decorator decodes it, cuts it at the best pause near its middle (chosen
+as the splitter chooses its cuts), and transcribes each part, re-splitting a part that is still
+too large or still loops, down to `max_depth` levels. The parts are stitched as the merge
+stitches chunks (`sttpipe.transcript`), so the caller gets one `Transcription` with times
+relative to the chunk it sent.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import PurePosixPath
 
 from aws_lambda_powertools import Logger
@@ -27,6 +33,13 @@ from sttpipe.speech.base import (
 from sttpipe.transcript import assemble
 
 logger = Logger(child=True)
+
+# Whisper's own test for a decode stuck in a loop (openai/whisper transcribe.py,
+# compression_ratio_threshold): text that gzip shrinks more than this repeats itself. Whisper
+# applies it to one 30 s window's text; here, to every stretch of about that much text, since a
+# long text compresses better for its length alone.
+LOOP_COMPRESSION_RATIO = 2.4
+LOOP_WINDOW_BYTES = 600
 
 
 class ResplittingTranscriber:
@@ -77,7 +90,7 @@ class ResplittingTranscriber:
         depth: int,
     ) -> Transcription:
         try:
-            return self._inner.transcribe(
+            result = self._inner.transcribe(
                 audio,
                 filename,
                 language=language,
@@ -93,8 +106,18 @@ class ResplittingTranscriber:
                     extra={"chunk_file": filename, "bytes": len(audio), "depth": depth},
                 )
                 raise
-            pcm, spans = self._cut(audio, filename, too_large, depth)
+            cut = self._cut(audio, filename, "is too large for the speech API", depth)
+            if cut is None:
+                raise
             attempts = too_large.attempts  # the 413 itself cost calls too
+        else:
+            if depth >= self._max_depth or not loops(result.text):
+                return result
+            cut = self._cut(audio, filename, "came back as a repetition loop", depth)
+            if cut is None:
+                return result  # the loop is all there is
+            attempts = result.attempts
+        pcm, spans = cut
         parts: list[tuple[int, int, Transcription]] = []
         for number, (start, end) in enumerate(spans, 1):
             try:
@@ -114,15 +137,17 @@ class ResplittingTranscriber:
         return _stitch(parts, attempts)
 
     def _cut(
-        self, audio: bytes, filename: str, too_large: PayloadTooLargeError, depth: int
-    ) -> tuple[bytes, list[tuple[int, int]]]:
-        """The chunk's PCM and the two (start, end) sample ranges to send instead of it."""
+        self, audio: bytes, filename: str, why: str, depth: int
+    ) -> tuple[bytes, list[tuple[int, int]]] | None:
+        """The chunk's PCM and the two (start, end) sample ranges to send instead of it, which
+        `why` asks for; None when it cannot be decoded or is too short to cut."""
         try:
             pcm = decode_bytes(audio)
         except AudioError as exc:
             logger.warning(
-                "%s is too large for the speech API and cannot be decoded to re-split it: %s",
+                "%s %s and cannot be decoded to re-split it: %s",
                 filename,
+                why,
                 exc.reason,
                 extra={
                     "chunk_file": filename,
@@ -131,7 +156,7 @@ class ResplittingTranscriber:
                     "error": exc.reason,
                 },
             )
-            raise too_large from exc
+            return None
         samples = len(pcm) // SAMPLE_WIDTH
         cut = find_pause_cut(pcm, min_part_s=self._min_part_s)
         if cut is not None:
@@ -141,8 +166,9 @@ class ResplittingTranscriber:
             overlap = round(self._overlap_s * SAMPLE_RATE)
             if cut - overlap < self._min_part_s * SAMPLE_RATE:
                 logger.warning(
-                    "%s is too large for the speech API and too short to cut (%.1f s)",
+                    "%s %s and is too short to cut (%.1f s)",
                     filename,
+                    why,
                     samples / SAMPLE_RATE,
                     extra={
                         "chunk_file": filename,
@@ -151,13 +177,14 @@ class ResplittingTranscriber:
                         "duration_s": round(samples / SAMPLE_RATE, 3),
                     },
                 )
-                raise too_large
+                return None
             spans, kind = [(0, cut), (cut - overlap, samples)], "through sound (no pause)"
         logger.warning(
-            "%s (%d bytes) is too large for the speech API: cutting its %.1f s in two "
-            "%s at %.2f s and sending the parts (depth %d of %d)",
+            "%s (%d bytes) %s: cutting its %.1f s in two %s at %.2f s and sending the parts "
+            "(depth %d of %d)",
             filename,
             len(audio),
+            why,
             samples / SAMPLE_RATE,
             kind,
             cut / SAMPLE_RATE,
@@ -174,6 +201,17 @@ class ResplittingTranscriber:
             },
         )
         return pcm, spans
+
+
+def loops(text: str) -> bool:
+    """Whether a transcript repeats itself as Whisper does when its decoding is stuck."""
+    data = text.encode()
+    step = LOOP_WINDOW_BYTES // 2
+    return any(
+        len(window) / len(zlib.compress(window)) > LOOP_COMPRESSION_RATIO
+        for at in range(0, max(1, len(data) - step), step)
+        if len(window := data[at : at + LOOP_WINDOW_BYTES]) == LOOP_WINDOW_BYTES
+    )
 
 
 def _stitch(parts: list[tuple[int, int, Transcription]], attempts: int) -> Transcription:
