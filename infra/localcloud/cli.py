@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stt", description="Run recordings through the sttpipe pipeline on a local cloud."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the cloud does")
+    # -v after the command too (`stt transcribe talk.mp3 -v`); SUPPRESS keeps a -v given before
+    # it from being reset by the command's default.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def cloud_options(command: argparse.ArgumentParser) -> None:
@@ -305,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     transcribe = commands.add_parser(
         "transcribe",
+        parents=[verbose],
         help="transcribe a local file",
         description="Upload FILE through a pre-signed POST, follow the job, write "
         "transcript.txt/.json/.srt/.vtt to --out and print the text. Exit status: 0 completed, "
@@ -334,13 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.set_defaults(func=cmd_transcribe)
 
     demo = commands.add_parser(
-        "demo", help="transcribe the bundled sample and print its word error rate"
+        "demo",
+        parents=[verbose],
+        help="transcribe the bundled sample and print its word error rate",
     )
     job_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     rerun = commands.add_parser(
         "rerun",
+        parents=[verbose],
         help="transcribe the failed chunks of a job again",
         description="Re-run the failed chunks of a PARTIAL or FAILED job on the local cloud that "
         "ran it, follow it and write its transcripts as `transcribe` does (same exit status).",
@@ -349,15 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
     api_options(rerun, "`stt up`'s")
     rerun.set_defaults(func=cmd_rerun)
 
-    up = commands.add_parser("up", help="keep a local cloud running until Ctrl-C")
+    up = commands.add_parser(
+        "up", parents=[verbose], help="keep a local cloud running until Ctrl-C"
+    )
     cloud_options(up)
     up.add_argument("--port", type=int, default=3000, help="port of the HTTP API (default 3000)")
     up.set_defaults(func=cmd_up)
 
-    cache = commands.add_parser("cache", help="the transcript cache")
+    cache = commands.add_parser("cache", parents=[verbose], help="the transcript cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     stats = cache_commands.add_parser(
         "stats",
+        parents=[verbose],
         help="hits and misses by level, bytes stored, entries warmed (JSON)",
         description="Statistics of the transcript cache: of the local cloud `stt up` runs, or "
         "of the PostgreSQL/Redis named here.",

@@ -1,5 +1,6 @@
-"""`stt` ends with one line saying what went wrong, never a Python traceback, when the machine
-is not as it needs: PostgreSQL unreachable, a port taken, a job that outlasts --timeout, Ctrl-C.
+"""`stt`'s command line: -v on either side of the command, and one line saying what went
+wrong, never a Python traceback, when the machine is not as it needs (PostgreSQL unreachable,
+a port taken, a job that outlasts --timeout, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -61,3 +62,17 @@ def test_a_port_in_use_for_stt_up_is_reported_with_what_to_do(
         assert cli.main(["up", "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"port {port}" in err and "--port" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["transcribe", "talk.mp3", "-v"], True),
+        (["-v", "transcribe", "talk.mp3"], True),
+        (["transcribe", "talk.mp3"], False),
+        (["cache", "stats", "--verbose"], True),
+        (["demo"], False),
+    ],
+)
+def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    assert cli.build_parser().parse_args(argv).verbose is verbose
