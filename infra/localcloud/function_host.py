@@ -26,8 +26,10 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -43,6 +45,24 @@ from localcloud.runtime import RuntimeConfig, serve
 log = logging.getLogger(__name__)
 
 _SPAWN: Final = multiprocessing.get_context("spawn")
+_MAIN_SWAP = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a function's process is started: a spawned child re-imports the parent's
+    `__main__` (a benchmark, pytest, `stt`), which a Lambda container never holds; its imports
+    would run in every function and count in its memory (100 MB for bench_e2e.py). `serve` is
+    imported by name, so the child needs none of it."""
+    with _MAIN_SWAP:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
 _MAX_RECEIVE: Final = 10  # SQS ReceiveMessage returns at most 10 messages per call
 # What a function process inherits from the host's environment; the rest is the template's.
 _PASSTHROUGH: Final = (
@@ -137,7 +157,8 @@ class _Instance:
             target=serve, args=(self._config, child), name=self._config.function_name, daemon=True
         )
         try:
-            process.start()
+            with _main_module_hidden():
+                process.start()
         finally:
             child.close()  # the child holds its own copy; ours would hide its death from poll()
         self._process, self._conn = process, parent

@@ -76,7 +76,7 @@ Resources:
 # Keeps a module-level counter (it must survive between invocations of one process), prints
 # to its log, and misbehaves as each message asks.
 HANDLER = """
-import json, os, pathlib, time
+import json, os, pathlib, sys, time
 
 CALLS = 0
 
@@ -88,7 +88,7 @@ def handler(event, context):
     counts = [r["attributes"]["ApproximateReceiveCount"] for r in event["Records"]]
     record = {"pid": os.getpid(), "calls": CALLS, "bodies": bodies, "counts": counts,
               "greeting": os.environ["GREETING"], "queue": os.environ["QUEUE"],
-              "cwd": os.getcwd()}
+              "cwd": os.getcwd(), "parent_main": getattr(sys.modules["__main__"], "__file__", None)}
     path = pathlib.Path(os.environ["RECORD_DIR"]) / f"{time.time_ns()}.json"
     path.write_text(json.dumps(record))
     print("handled", bodies)
@@ -178,6 +178,8 @@ def test_a_process_stays_warm_and_keeps_module_state(
     assert calls[0]["greeting"] == "hi"  # Globals + parameter override
     assert calls[0]["queue"] == stack.ref("Jobs")
     assert calls[0]["cwd"] == str(stack.functions["Fn"].code_dir)
+    # As in Lambda, the process holds its handler's imports, not its parent's (here pytest's).
+    assert calls[0]["parent_main"] is None
     assert (stats.invocations, stats.errors, stats.deleted) == (3, 0, 3)
     log = (tmp_path / "logs" / "Fn.log").read_text()
     assert "handled ['job 0']" in log
