@@ -36,6 +36,9 @@ STATE_FILE = REPO / ".localcloud" / "up.json"
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 64
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
+# Every local cloud `stt` starts keeps its cache here in the local Redis (24 h, the L2 TTL):
+# a recording transcribed by one run is not paid for again by the next.
+LOCAL_CACHE_NAMESPACE = "stt-local"
 
 
 def _err(message: str) -> None:
@@ -83,8 +86,11 @@ def _running_api() -> tuple[str, str] | None:
 
 
 @contextmanager
-def _pipeline_api(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
-    """An API URL and token: the one named, the one `stt up` runs, or a new local cloud."""
+def _pipeline_api(
+    args: argparse.Namespace, *, shared_cache: bool = True
+) -> Iterator[tuple[str, str | None]]:
+    """An API URL and token: the one named, the one `stt up` runs, or a new local cloud (on
+    the cache `stt` keeps between runs, or on an empty one of its own)."""
     running = (args.api, args.token) if args.api else _running_api()
     if running:
         _err(f"using the local cloud at {running[0]}")
@@ -93,13 +99,19 @@ def _pipeline_api(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
     from localcloud.pipeline import LocalPipeline  # heavy: only when we start the cloud
 
     _err(f"starting a local cloud on {args.emulator} (speech engine: {args.engine}) ...")
-    with LocalPipeline(emulator=args.emulator, engine=args.engine) as pipeline:
+    with LocalPipeline(
+        emulator=args.emulator,
+        engine=args.engine,
+        cache_namespace=LOCAL_CACHE_NAMESPACE if shared_cache else None,
+    ) as pipeline:
         _err(f"  logs: {pipeline.cloud.log_dir}")
         yield pipeline.api_url, pipeline.token()
 
 
-def _run_job(args: argparse.Namespace, path: Path, language: str | None) -> JobResult:
-    with _pipeline_api(args) as (api_url, token):
+def _run_job(
+    args: argparse.Namespace, path: Path, language: str | None, *, shared_cache: bool = True
+) -> JobResult:
+    with _pipeline_api(args, shared_cache=shared_cache) as (api_url, token):
         client = PipelineClient(api_url, token=token)
         try:
             _err(f"uploading {path} ({path.stat().st_size} bytes) with a pre-signed POST")
@@ -163,7 +175,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    result = _run_job(args, SAMPLE, "en")
+    # The whole pipeline every time: a cache kept from an earlier run would answer at once.
+    result = _run_job(args, SAMPLE, "en", shared_cache=False)
     code = _report(result)
     if result.status != "FAILED":
         error = word_error_rate(SAMPLE_TEXT.read_text(), result.text)
@@ -203,6 +216,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     with LocalPipeline(
         emulator=args.emulator,
         engine=args.engine,
+        cache_namespace=LOCAL_CACHE_NAMESPACE,
         api_port=args.port,
         echo_logs=args.verbose,
         prewarm=True,  # it serves many jobs: none should pay a cold start

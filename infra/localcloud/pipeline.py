@@ -46,7 +46,9 @@ def samconfig_local() -> tuple[str, dict[str, str]]:
 class LocalPipeline:
     """See the module docstring. `speech_switches` sets the speech server's latency and faults,
     `speech_workers` how many requests it decodes at once (default: one per core);
-    `parameter_overrides` and `function_env` add to the local defaults; every other keyword
+    `parameter_overrides` and `function_env` add to the local defaults; `cache_namespace`
+    names the cache's namespace in the local Redis, kept after exit for the next pipeline that
+    names it (default: a namespace of its own, dropped at exit); every other keyword
     (emulator, concurrency, log_dir, echo_logs, api_port, visibility_timeout_cap_s, poll,
     prewarm) goes to LocalCloud as it is."""
 
@@ -58,6 +60,7 @@ class LocalPipeline:
         speech_workers: int | None = None,
         parameter_overrides: Mapping[str, str] | None = None,
         function_env: Mapping[str, str] | None = None,
+        cache_namespace: str | None = None,
         **cloud_options: Any,
     ) -> None:
         self._engine = engine
@@ -71,7 +74,8 @@ class LocalPipeline:
         self.cloud: LocalCloud
         self.database_url: str
         self.redis_url: str | None = None
-        self.cache_namespace = f"stt-local-{secrets.token_hex(4)}"
+        self._keep_cache = cache_namespace is not None
+        self.cache_namespace = cache_namespace or f"stt-local-{secrets.token_hex(4)}"
 
     def __enter__(self) -> LocalPipeline:
         try:
@@ -117,14 +121,16 @@ class LocalPipeline:
 
     def _cache_env(self) -> dict[str, str]:
         """The cache's L2 on the local Redis, under this pipeline's own namespace (dropped at
-        exit) so that pipelines sharing one Redis never see each other's entries."""
+        exit, unless it was named) so that pipelines sharing one Redis never see each other's
+        entries."""
         env = {"STT_CACHE_NAMESPACE": self.cache_namespace}
         try:
             self.redis_url = ensure_redis()
         except ServiceUnavailable as exc:
             log.warning("the cache runs without Redis (L2): %s", exc)
             return env
-        self._exit.callback(_drop_cache_namespace, self.redis_url, self.cache_namespace)
+        if not self._keep_cache:
+            self._exit.callback(_drop_cache_namespace, self.redis_url, self.cache_namespace)
         return {**env, "STT_REDIS_URL": self.redis_url}
 
     @property

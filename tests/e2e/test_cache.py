@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sttpipe_testing.audio import read_pcm, write_wav
 
 from localcloud.cli import SAMPLE
@@ -79,3 +80,24 @@ def test_a_lossless_copy_in_another_container_reuses_every_chunk(
     assert "upload_cache_hit" not in stats  # it was split and its chunks looked up
     assert stats["speech_api_calls"] == 0
     assert sum(stats["cache_hits"].values()) == stats["chunks_transcribed"] >= 2
+
+
+def test_a_later_local_cloud_on_the_same_namespace_pays_nothing(
+    pipeline: LocalPipeline, first_run: tuple[str, int], tmp_path: Path
+) -> None:
+    # What `stt transcribe` does on every run (LOCAL_CACHE_NAMESPACE): a new local cloud, with
+    # its own speech server, database and functions, on the cache the earlier one filled.
+    text, _ = first_run
+    with LocalPipeline(emulator="moto", cache_namespace=pipeline.cache_namespace) as later:
+        api = PipelineClient(later.api_url, token=later.token())
+        try:
+            again = api.transcribe(SAMPLE, tmp_path, language="en", timeout_s=120)
+        finally:
+            api.close()
+        assert again.status == "COMPLETED", again.job.get("failure_reason")
+        assert later.speech.stats()["requests_total"] == 0
+        assert again.text == text
+    # Kept at its exit (it was named): the module's pipeline still finds its entries.
+    assert pipeline.redis_url is not None
+    keys = redis.Redis.from_url(pipeline.redis_url).scan_iter(f"{pipeline.cache_namespace}*")
+    assert next(keys, None) is not None
