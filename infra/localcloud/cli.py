@@ -1,6 +1,6 @@
 """`stt`: run recordings through the pipeline on a local cloud.
 
-stt transcribe FILE [--out DIR] [--language L | --mixed-languages] [--prompt TEXT] [--priority ...]
+stt transcribe FILE... [--out DIR] [--output-format F] [--language L | --mixed-languages] ...
 stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
 stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import json
 import logging
 import os
@@ -108,22 +109,20 @@ def _pipeline_api(
         yield pipeline.api_url, pipeline.token()
 
 
-def _run_job(
-    args: argparse.Namespace, path: Path, language: str | None, *, shared_cache: bool = True
-) -> JobResult:
-    with _pipeline_api(args, shared_cache=shared_cache) as (api_url, token):
+def _demo_job(args: argparse.Namespace) -> JobResult:
+    """The bundled sample through the whole pipeline, on an empty cache of its own (a cache
+    kept from an earlier run would answer at once)."""
+    with _pipeline_api(args, shared_cache=False) as (api_url, token):
         client = PipelineClient(api_url, token=token)
         try:
-            _err(f"uploading {path} ({path.stat().st_size} bytes) with a pre-signed POST")
-            return client.transcribe(
-                path,
+            _err(f"uploading {SAMPLE} ({SAMPLE.stat().st_size} bytes) with a pre-signed POST")
+            job_id = client.submit(SAMPLE, language="en").job_id
+            return client.follow(
+                job_id,
                 args.out,
-                language=language,
-                priority=getattr(args, "priority", None),
-                prompt=getattr(args, "prompt", None),
-                mixed_languages=getattr(args, "mixed_languages", False),
                 timeout_s=args.timeout,
                 on_progress=ProgressPrinter(),
+                name=SAMPLE.stem,
             )
         finally:
             client.close()
@@ -150,10 +149,56 @@ def _report(result: JobResult) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    if not args.file.is_file():
-        _err(f"stt: no such file: {args.file}")
+    missing = [path for path in args.files if not path.is_file()]
+    if missing:
+        _err(f"stt: no such file: {', '.join(map(str, missing))}")
         return EXIT_USAGE
-    return _report(_run_job(args, args.file, args.language))
+    formats = None if args.output_format == "all" else {args.output_format}
+    with _pipeline_api(args) as (api_url, token):
+        client = PipelineClient(api_url, token=token)
+        try:
+            # Every file is submitted before the first is waited for: their jobs run together.
+            jobs = [(path, _submit(client, args, path)) for path in args.files]
+            codes = [
+                _report(
+                    client.follow(
+                        job_id,
+                        args.out,
+                        timeout_s=args.timeout,
+                        on_progress=ProgressPrinter(),
+                        name=name,
+                        formats=formats,
+                    )
+                )
+                for (path, job_id), name in zip(jobs, output_names(args.files), strict=True)
+            ]
+        finally:
+            client.close()
+    # The worst outcome: a failed job, then a partial one.
+    return next((c for c in (EXIT_FAILED, EXIT_PARTIAL) if c in codes), EXIT_OK)
+
+
+def _submit(client: PipelineClient, args: argparse.Namespace, path: Path) -> str:
+    _err(f"uploading {path} ({path.stat().st_size} bytes) with a pre-signed POST")
+    return client.submit(
+        path,
+        language=args.language,
+        priority=args.priority,
+        prompt=args.prompt,
+        mixed_languages=args.mixed_languages,
+    ).job_id
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Each input's output name: its stem, numbered where two inputs share one."""
+    names: list[str] = []
+    for path in paths:
+        name, n = path.stem, 1
+        while name in names:
+            n += 1
+            name = f"{path.stem}-{n}"
+        names.append(name)
+    return names
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -167,7 +212,11 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         job = client.rerun(args.job_id)
         _err(f"re-running job {args.job_id} (run {job['runs']})")
         result = client.follow(
-            args.job_id, args.out, timeout_s=args.timeout, on_progress=ProgressPrinter()
+            args.job_id,
+            args.out,
+            timeout_s=args.timeout,
+            on_progress=ProgressPrinter(),
+            name=Path(job["filename"]).stem,  # the last part of the name only
         )
     finally:
         client.close()
@@ -175,8 +224,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    # The whole pipeline every time: a cache kept from an earlier run would answer at once.
-    result = _run_job(args, SAMPLE, "en", shared_cache=False)
+    result = _demo_job(args)
     code = _report(result)
     if result.status != "FAILED":
         error = word_error_rate(SAMPLE_TEXT.read_text(), result.text)
@@ -276,11 +324,19 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sttpipe")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stt", description="Run recordings through the sttpipe pipeline on a local cloud."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the cloud does")
+    parser.add_argument("--version", action="version", version=f"stt {_version()}")
     # -v after the command too (`stt transcribe talk.mp3 -v`); SUPPRESS keeps a -v given before
     # it from being reset by the command's default.
     verbose = argparse.ArgumentParser(add_help=False)
@@ -313,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="bearer token for --api (default: $STT_TOKEN)",
         )
         command.add_argument(
-            "--out", type=Path, default=Path("out"), help="where transcript.* go (default: out)"
+            "--out", type=Path, default=Path("out"), help="where the transcripts go (default: out)"
         )
         command.add_argument(
             "--timeout", type=float, default=900, help="seconds to wait for the job (default 900)"
@@ -326,12 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = commands.add_parser(
         "transcribe",
         parents=[verbose],
-        help="transcribe a local file",
-        description="Upload FILE through a pre-signed POST, follow the job, write "
-        "transcript.txt/.json/.srt/.vtt to --out and print the text. Exit status: 0 completed, "
-        "1 failed (the reason on stderr), 2 partial (some chunks failed).",
+        help="transcribe local files",
+        description="Upload each FILE through a pre-signed POST (all of them first: their jobs "
+        "run together), follow the jobs, write <name>.txt/.json/.srt/.vtt to --out and print "
+        "the texts. Exit status: 0 completed, 1 a job failed (the reason on stderr), 2 some "
+        "chunks failed.",
     )
-    transcribe.add_argument("file", type=Path)
+    transcribe.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    transcribe.add_argument(
+        "--output-format",
+        choices=["txt", "json", "srt", "vtt", "all"],
+        default="all",
+        help="the transcript format(s) to write into --out, as <file name>.<format> (default: all)",
+    )
     languages = transcribe.add_mutually_exclusive_group()
     languages.add_argument(
         "--language",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,7 @@ class JobResult:
     status: str
     job: dict[str, Any]
     files: dict[str, Path]
-
-    @property
-    def text(self) -> str:
-        path = self.files.get("txt")
-        return path.read_text(encoding="utf-8") if path else ""
+    text: str  # the plain-text transcript, whether or not a .txt was written
 
 
 def content_type_of(path: Path) -> str:
@@ -160,14 +156,22 @@ class PipelineClient:
                 raise JobTimeout(f"job {job_id} still {job['status']} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def download(self, job: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    def download(
+        self,
+        job: dict[str, Any],
+        out_dir: Path,
+        *,
+        name: str = "transcript",
+        formats: Collection[str] | None = None,
+    ) -> dict[str, Path]:
+        """The job's transcripts as `<out_dir>/<name>.<format>` (every format, or `formats`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {}
         for fmt, url in job.get("downloads", {}).items():
-            response = httpx.get(url, timeout=60)
-            _raise_for_status(response)
-            target = out_dir / f"transcript.{fmt}"
-            target.write_bytes(response.content)
+            if formats is not None and fmt not in formats:
+                continue
+            target = out_dir / f"{name}.{fmt}"
+            target.write_bytes(_fetch(url))
             files[fmt] = target
         return files
 
@@ -199,10 +203,24 @@ class PipelineClient:
         *,
         timeout_s: float = 900,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        name: str = "transcript",
+        formats: Collection[str] | None = None,
     ) -> JobResult:
-        """Wait for the job to end and download its transcripts."""
+        """Wait for the job to end and download its transcripts (see download)."""
         job = self.wait(job_id, timeout_s=timeout_s, on_progress=on_progress)
-        return JobResult(job_id, job["status"], job, self.download(job, out_dir))
+        files = self.download(job, out_dir, name=name, formats=formats)
+        if "txt" in files:
+            text = files["txt"].read_text(encoding="utf-8")
+        else:
+            txt_url = job.get("downloads", {}).get("txt")
+            text = _fetch(txt_url).decode("utf-8") if txt_url else ""
+        return JobResult(job_id, job["status"], job, files, text)
+
+
+def _fetch(url: str) -> bytes:
+    response = httpx.get(url, timeout=60)
+    _raise_for_status(response)
+    return response.content
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -13,6 +13,7 @@ import pytest
 import redis
 from sttpipe_testing.audio import read_pcm, write_wav
 
+from localcloud import cli
 from localcloud.cli import SAMPLE
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
@@ -101,3 +102,26 @@ def test_a_later_local_cloud_on_the_same_namespace_pays_nothing(
     assert pipeline.redis_url is not None
     keys = redis.Redis.from_url(pipeline.redis_url).scan_iter(f"{pipeline.cache_namespace}*")
     assert next(keys, None) is not None
+
+
+def test_stt_transcribes_several_files_into_files_named_after_them(
+    pipeline: LocalPipeline,
+    first_run: tuple[str, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Known recordings (the cache answers), so that this is about the command, not the engine.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "talk.flac", tmp_path / "b" / "talk.flac"
+    first.write_bytes(SAMPLE.read_bytes())
+    second.write_bytes(SAMPLE.read_bytes())
+    out = tmp_path / "out"
+    argv = ["transcribe", str(first), str(second), "--out", str(out), "--output-format", "srt"]
+    argv += ["--api", pipeline.api_url, "--token", pipeline.token(), "--language", "en"]
+
+    assert cli.main(argv) == cli.EXIT_OK
+
+    assert sorted(p.name for p in out.iterdir()) == ["talk-2.srt", "talk.srt"]
+    text, _ = first_run
+    assert capsys.readouterr().out.count(text.strip().split("\n")[0]) == 2  # both texts printed

@@ -9,6 +9,7 @@ import argparse
 import errno
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,19 @@ def test_a_port_in_use_for_stt_up_is_reported_with_what_to_do(
 )
 def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
     assert cli.build_parser().parse_args(argv).verbose is verbose
+
+
+def test_each_input_is_named_after_itself_and_repeats_are_numbered() -> None:
+    assert cli.output_names([Path("a/talk.mp3"), Path("b/talk.wav"), Path("c.m4a")]) == [
+        "talk",
+        "talk-2",
+        "c",
+    ]
+
+
+def test_version_and_several_files_with_one_format(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.build_parser().parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("stt ")
+    args = cli.build_parser().parse_args(["transcribe", "a.mp3", "b.mp3", "--output-format", "srt"])
+    assert (args.files, args.output_format) == ([Path("a.mp3"), Path("b.mp3")], "srt")
