@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -28,6 +28,7 @@ from sttpipe.speech.base import (
 )
 from sttpipe.speech.cloudru import (
     ERROR_TEXT_LIMIT,
+    SPEECH_API_KEY_PLACEHOLDER,
     CloudRuTranscriber,
     DeadlineExceededError,
     api_error_text,
@@ -148,6 +149,18 @@ def test_a_json_secret_without_the_key_is_an_authentication_error(secrets_manage
         api_key_source(settings(speech_api_key_secret_id="speech/other"))()
 
 
+def test_the_deploy_placeholder_is_never_sent_to_the_api(secrets_manager: Any) -> None:
+    # What the stack puts in the secret when no key was given at deploy (template.yaml).
+    secrets_manager.create_secret(Name="speech/new", SecretString=SPEECH_API_KEY_PLACEHOLDER)
+    recorder = Recorder()  # any request would fail the test: it has no response to give
+    transcriber = recorder.transcriber(
+        api_key_source(settings(speech_api_key_secret_id="speech/new"))
+    )
+    with pytest.raises(AuthenticationError, match="put-secret-value") as refused:
+        transcriber.transcribe(b"fLaC...", "chunk-0.flac", language="en")
+    assert recorder.requests == [] and refused.value.attempts == 0
+
+
 def test_one_http_client_per_configuration() -> None:
     one = settings(speech_base_url="https://speech.example/v1")
     assert get_http_client(one) is get_http_client(one.model_copy())
@@ -173,12 +186,14 @@ class Recorder:
         self.requests.append(request)
         return self.responses.pop(0)
 
-    def transcriber(self, **options: object) -> CloudRuTranscriber:
+    def transcriber(
+        self, api_key: Callable[[], str] = lambda: "sk-secret", **options: object
+    ) -> CloudRuTranscriber:
         client = httpx.Client(base_url="https://api.test/v1", transport=httpx.MockTransport(self))
         return CloudRuTranscriber(
             client,
             model="openai/whisper-large-v3",
-            api_key=lambda: "sk-secret",
+            api_key=api_key,
             **options,  # type: ignore[arg-type]
         )
 

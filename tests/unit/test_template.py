@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from sttpipe.config import Settings
+from sttpipe.speech.cloudru import SPEECH_API_KEY_PLACEHOLDER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,6 +167,16 @@ def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
         if "Resource" in state
     ]
     assert all(r.startswith("arn:aws:states:::sqs:") for r in resources)  # no lambda:invoke
+
+
+def test_the_speech_key_is_a_no_echo_parameter_or_the_placeholder_workers_never_send(
+    template: dict[str, Any],
+) -> None:
+    assert template["Parameters"]["SpeechApiKey"]["NoEcho"] is True
+    secret = template["Resources"]["SpeechApiKeySecret"]["Properties"]
+    assert secret["SecretString"] == {
+        "Fn::If": ["HasSpeechApiKey", {"Ref": "SpeechApiKey"}, SPEECH_API_KEY_PLACEHOLDER]
+    }
 
 
 def test_traces_never_record_what_functions_return(template: dict[str, Any]) -> None:

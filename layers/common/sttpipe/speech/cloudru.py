@@ -82,6 +82,11 @@ def get_http_client(settings: Settings) -> httpx.Client:
     )
 
 
+# What the stack's SpeechApiKeySecret holds when no key was given at deploy (template.yaml's
+# SpeechApiKey parameter); a test holds the two together. Never sent: it would only be refused.
+SPEECH_API_KEY_PLACEHOLDER = "placeholder: put the Cloud.ru API key here"
+
+
 def api_key_source(settings: Settings) -> ApiKeySource:
     """Where the API key comes from: Secrets Manager (cached) if configured, else the setting."""
     secret_id = settings.speech_api_key_secret_id
@@ -105,6 +110,13 @@ def _read_secret(secret_id: str) -> str:
     except parameters.exceptions.GetParameterError as exc:
         raise TransientSpeechError(f"cannot read the speech API key secret {secret_id!r}") from exc
     text = value.decode() if isinstance(value, bytes) else str(value)
+    if text == SPEECH_API_KEY_PLACEHOLDER:
+        # As a refused key: the fleet pauses and the chunk goes back unspent, the
+        # SpeechApiKeyRefused alarm fires, and the next read after the key is put in works.
+        raise AuthenticationError(
+            f"the speech API key secret {secret_id!r} still holds its placeholder; put the key "
+            f"in: aws secretsmanager put-secret-value --secret-id {secret_id} --secret-string KEY"
+        )
     # Secrets created as key/value pairs in the console arrive as JSON objects.
     if text.lstrip().startswith("{"):
         try:
