@@ -179,6 +179,18 @@ def test_the_speech_key_is_a_no_echo_parameter_or_the_placeholder_workers_never_
     }
 
 
+def test_every_log_group_expires(template: dict[str, Any]) -> None:
+    # Lambda's own log groups never expire: every function logs to the stack's, which does.
+    assert template["Globals"]["Function"]["LoggingConfig"] == {
+        "LogGroup": {"Ref": "FunctionLogGroup"}
+    }
+    assert all("LoggingConfig" not in props for props in _functions(template).values())
+    groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert groups and all(
+        g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups
+    )
+
+
 def test_traces_never_record_what_functions_return(template: dict[str, Any]) -> None:
     # Returned values hold upload forms, hour-long download links and tenants' transcripts:
     # X-Ray keeps them as metadata unless told not to, for every captured method.
