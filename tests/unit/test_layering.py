@@ -4,6 +4,8 @@ nothing else, nothing imports upwards or in a cycle, and the Lambda layer ships 
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -106,3 +108,35 @@ def test_the_import_graph_stays_shallow() -> None:
         return floors[module]
 
     assert max(floor(m) for m in graph) <= 7
+
+
+LAYER = PACKAGE.parent
+
+
+def _requirement_names(lines: list[str]) -> set[str]:
+    return {
+        re.split(r"[\[<>=! ;]", line, maxsplit=1)[0].lower().replace("_", "-")
+        for line in lines
+        if line and not line.startswith(("#", " ", "-"))
+    }
+
+
+def test_the_layer_ships_a_lock_with_hashes_of_what_it_asks_for() -> None:
+    wanted = (LAYER / "requirements.in").read_text().splitlines()
+    lock = (LAYER / "requirements.txt").read_text()
+    pins = re.findall(
+        r"^([a-z0-9._-]+)==(\S+) \\\n((?:    --hash=sha256:[0-9a-f]{64}.*\n)+)", lock, re.M
+    )
+    pinned = {name: version for name, version, _ in pins}
+    # Every requirement line of the lock is pinned and hashed (pip then installs with hashes).
+    assert len(pins) == len(re.findall(r"^[a-z0-9._-]+", lock, re.M)) > 20
+    assert _requirement_names(wanted) <= set(pinned)
+    # The worker's S3 conditional writes (If-None-Match) need boto3 1.35 (August 2024).
+    assert tuple(int(p) for p in pinned["boto3"].split(".")[:2]) >= (1, 35)
+
+
+def test_the_layer_asks_for_what_the_package_declares() -> None:
+    declared = tomllib.loads((LAYER.parents[1] / "pyproject.toml").read_text())["project"]
+    assert _requirement_names((LAYER / "requirements.in").read_text().splitlines()) == (
+        _requirement_names(declared["dependencies"])
+    )
