@@ -19,15 +19,16 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import jiwer
+from tqdm import tqdm
 
-from localcloud.client import JobResult, JobTimeout, PipelineClient
+from localcloud.client import FINAL_STATUSES, JobResult, JobTimeout, PipelineClient
 from localcloud.services import ServiceUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +68,48 @@ class ProgressPrinter:
                     f"{_clock(chunk['end_ms'])} {chunk['state']:<8}"
                     f" ({progress['chunks_finished']}/{progress['chunks_total']})"
                 )
+
+
+class ProgressBar:
+    """On a terminal: a bar of the job's chunks, its status as the bar's label (tqdm)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stderr
+        self._bar: tqdm[Any] | None = None
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        progress = job["progress"]
+        if self._bar is None:
+            if not progress["chunks_total"]:
+                return  # not split yet: no total to show
+            self._bar = tqdm(
+                total=progress["chunks_total"], unit="chunk", file=self._out, leave=True
+            )
+        self._bar.set_description_str(f"{job['job_id'][:8]} {job['status']}")
+        self._bar.update(progress["chunks_finished"] - self._bar.n)
+        if job["status"] in FINAL_STATUSES:
+            self._bar.close()
+
+
+def progress_for(out: TextIO) -> Callable[[dict[str, Any]], None]:
+    """A bar on a terminal; a line per change where output is kept (logs, CI)."""
+    return ProgressBar(out) if out.isatty() else ProgressPrinter()
+
+
+def upload_progress(path: Path, out: TextIO) -> Callable[[int], None] | None:
+    """A bar of the bytes sent, on a terminal."""
+    if not out.isatty():
+        return None
+    bar = tqdm(
+        total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, file=out, leave=False
+    )
+
+    def sent(n: int) -> None:
+        bar.update(n)
+        if bar.n >= (bar.total or 0):
+            bar.close()
+
+    return sent
 
 
 def _clock(ms: int) -> str:
@@ -121,7 +164,7 @@ def _demo_job(args: argparse.Namespace) -> JobResult:
                 job_id,
                 args.out,
                 timeout_s=args.timeout,
-                on_progress=ProgressPrinter(),
+                on_progress=progress_for(sys.stderr),
                 name=SAMPLE.stem,
             )
         finally:
@@ -165,7 +208,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                         job_id,
                         args.out,
                         timeout_s=args.timeout,
-                        on_progress=ProgressPrinter(),
+                        on_progress=progress_for(sys.stderr),
                         name=name,
                         formats=formats,
                     )
@@ -186,6 +229,7 @@ def _submit(client: PipelineClient, args: argparse.Namespace, path: Path) -> str
         priority=args.priority,
         prompt=args.prompt,
         mixed_languages=args.mixed_languages,
+        on_upload=upload_progress(path, sys.stderr),
     ).job_id
 
 
@@ -215,7 +259,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             args.job_id,
             args.out,
             timeout_s=args.timeout,
-            on_progress=ProgressPrinter(),
+            on_progress=progress_for(sys.stderr),
             name=Path(job["filename"]).stem,  # the last part of the name only
         )
     finally:

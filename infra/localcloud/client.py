@@ -7,12 +7,13 @@ ends, fetch the transcripts. The CLI and the end-to-end tests both use it.
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import httpx
 
@@ -57,6 +58,36 @@ def content_type_of(path: Path) -> str:
     )
 
 
+class CountingReader(io.RawIOBase):
+    """A file read through, telling `counted` how many bytes each read returned. Its length
+    stays known (fileno, seek, tell), so the upload keeps its Content-Length: S3 refuses a
+    chunked form POST."""
+
+    def __init__(self, file: BinaryIO, counted: Callable[[int], None]) -> None:
+        self._file = file
+        self._counted = counted
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._counted(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
 class PipelineClient:
     """`token`: a JWT the API's authorizer accepts (locally `LocalPipeline.token`)."""
 
@@ -75,9 +106,11 @@ class PipelineClient:
         priority: str | None = None,
         prompt: str | None = None,
         mixed_languages: bool = False,
+        on_upload: Callable[[int], None] | None = None,
     ) -> Submission:
         """Create an upload and send the file to S3 with the pre-signed POST, unless the API
-        knows the file by its hash (this tenant transcribed it before): then nothing is sent."""
+        knows the file by its hash (this tenant transcribed it before): then nothing is sent.
+        `on_upload` is told each number of bytes sent as the file goes."""
         with path.open("rb") as f:
             sha256 = hashlib.file_digest(f, "sha256").hexdigest()
         request: dict[str, Any] = {
@@ -100,7 +133,9 @@ class PipelineClient:
         form = ticket["upload"]
         if form is None:
             return Submission(str(ticket["job_id"]), uploaded_bytes=0)
-        with path.open("rb") as body:
+        with path.open("rb") as file:
+            # (typeshed's io classes are not typing.IO; httpx reads any of them)
+            body = cast(BinaryIO, CountingReader(file, on_upload)) if on_upload else file
             # Field order matters to S3: the policy fields first, the file last.
             sent = httpx.post(
                 form["url"],

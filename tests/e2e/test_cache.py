@@ -73,8 +73,11 @@ def test_a_lossless_copy_in_another_container_reuses_every_chunk(
     copy = tmp_path / "sample-copy.wav"
     write_wav(copy, read_pcm(SAMPLE))
     _, calls = first_run
-    result = client.transcribe(copy, tmp_path / "out", language="en", timeout_s=300)
+    sent: list[int] = []  # as stt's upload bar counts it: the form POST still has its length
+    job_id = client.submit(copy, language="en", on_upload=sent.append).job_id
+    result = client.follow(job_id, tmp_path / "out", timeout_s=300)
 
+    assert sum(sent) == copy.stat().st_size
     assert result.status == "COMPLETED", result.job.get("failure_reason")
     assert pipeline.speech.stats()["requests_total"] == calls
     stats = result.job["stats"]

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from localcloud import cli
-from localcloud.client import JobTimeout
+from localcloud.client import CountingReader, JobTimeout
 from localcloud.services import ServiceUnavailable
 
 
@@ -93,3 +96,33 @@ def test_version_and_several_files_with_one_format(capsys: pytest.CaptureFixture
     assert done.value.code == 0 and capsys.readouterr().out.startswith("stt ")
     args = cli.build_parser().parse_args(["transcribe", "a.mp3", "b.mp3", "--output-format", "srt"])
     assert (args.files, args.output_format) == ([Path("a.mp3"), Path("b.mp3")], "srt")
+
+
+def test_an_upload_read_through_the_counter_keeps_its_length(tmp_path: Path) -> None:
+    path = tmp_path / "talk.wav"
+    path.write_bytes(bytes(200_000))
+    counted: list[int] = []
+    with path.open("rb") as file:
+        reader = CountingReader(file, counted.append)
+        assert httpx._utils.peek_filelike_length(reader) == 200_000  # a Content-Length, not chunks
+        while reader.read(65_536):
+            pass
+    assert sum(counted) == 200_000
+
+
+def job_at(status: str, finished: int, total: int) -> dict[str, Any]:
+    progress = {"chunks_total": total, "chunks_finished": finished}
+    return {"job_id": "0123456789abcdef", "status": status, "progress": progress, "chunks": []}
+
+
+def test_a_terminal_gets_a_bar_of_chunks_and_a_log_gets_lines() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    show = cli.progress_for(screen)
+    for job in (job_at("SPLITTING", 0, 0), job_at("TRANSCRIBING", 2, 4), job_at("COMPLETED", 4, 4)):
+        show(job)
+    assert "01234567 COMPLETED" in screen.getvalue() and "4/4" in screen.getvalue()
+    assert isinstance(cli.progress_for(io.StringIO()), cli.ProgressPrinter)
