@@ -191,6 +191,17 @@ def test_every_log_group_expires(template: dict[str, Any]) -> None:
     )
 
 
+def test_the_user_pool_has_every_group_the_api_grants_rights_to(
+    template: dict[str, Any],
+) -> None:
+    groups = {
+        r["Properties"]["GroupName"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Cognito::UserPoolGroup"
+    }
+    assert {Settings().high_priority_group, "operators"} <= groups
+
+
 def test_traces_never_record_what_functions_return(template: dict[str, Any]) -> None:
     # Returned values hold upload forms, hour-long download links and tenants' transcripts:
     # X-Ray keeps them as metadata unless told not to, for every captured method.
