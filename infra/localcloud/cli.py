@@ -5,6 +5,7 @@ stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
 stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
 stt cache stats     the transcript cache's hits, misses and size
+stt user add EMAIL --tenant T --stack S   a tenant's user on a deployed stack
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from localcloud.client import FINAL_STATUSES, JobResult, JobTimeout, PipelineClient
 from localcloud.services import ServiceUnavailable
+from localcloud.users import UserNotAdded
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample.flac"
@@ -339,6 +341,22 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """Add a tenant's user to a deployed stack's user pool."""
+    import boto3
+
+    from localcloud.users import add_user, user_pool_of
+
+    session = boto3.Session(region_name=args.region)
+    pool = args.user_pool_id or user_pool_of(session.client("cloudformation"), args.stack)
+    groups = [
+        g for g, wanted in (("operators", args.operator), ("priority", args.priority)) if wanted
+    ]
+    add_user(session.client("cognito-idp"), pool, args.email, args.tenant, groups)
+    _err(f"added {args.email} to tenant {args.tenant}; Cognito emails a temporary password")
+    return EXIT_OK
+
+
 def cmd_cache_stats(args: argparse.Namespace) -> int:
     """The transcript cache's statistics, of `stt up`'s local cloud or of the servers named."""
     from pydantic import SecretStr
@@ -500,6 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
     stats.add_argument("--namespace", help="the cache namespace (STT_CACHE_NAMESPACE)")
     stats.set_defaults(func=cmd_cache_stats)
+
+    user = commands.add_parser("user", parents=[verbose], help="a deployed stack's users")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser(
+        "add",
+        parents=[verbose],
+        help="add a tenant's user (an operator's task; AWS credentials from the environment)",
+        description="Create a user in the stack's Cognito user pool with its custom:tenant_id; "
+        "Cognito emails the user a temporary password.",
+    )
+    add.add_argument("email")
+    add.add_argument("--tenant", required=True, help="the tenant the user works in")
+    pool = add.add_mutually_exclusive_group(required=True)
+    pool.add_argument("--stack", help="the stack's name (its UserPoolId output)")
+    pool.add_argument("--user-pool-id")
+    add.add_argument("--region", help="AWS region (default: the environment's)")
+    add.add_argument("--operator", action="store_true", help="may see fleet-wide statistics")
+    add.add_argument("--priority", action="store_true", help='may ask for priority "high"')
+    add.set_defaults(func=cmd_user_add)
     return parser
 
 
@@ -514,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("stt: interrupted")
         return EXIT_INTERRUPTED
-    except (httpx.HTTPError, ServiceUnavailable, JobTimeout) as exc:
+    except (httpx.HTTPError, ServiceUnavailable, JobTimeout, UserNotAdded) as exc:
         # What the machine or the API said: a line, not a traceback (-v logs the details).
         _err(f"stt: {exc}")
         return EXIT_FAILED
