@@ -3,6 +3,7 @@
 // 1. POST /uploads -> a pre-signed S3 form   2. POST the file straight to S3 (progress bar)
 // 3. poll GET /jobs/{id} until it ends         4. show the transcript and the download links
 // 5. if some chunks failed: POST /jobs/{id}/rerun redoes only those, then back to 3
+// 6. the recording picked plays beside its lines; GET /jobs lists the tenant's jobs
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -95,10 +96,63 @@ async function follow(jobId) {
   }
 }
 
-async function showResult(job) {
+const clock = (s) => `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+
+// The JSON transcript's lines, each with its time; with the recording (the file picked for
+// this job), a time plays it from there.
+async function showCues(job, file) {
+  const player = $("player");
+  player.hidden = !file;
+  if (player.dataset.url) URL.revokeObjectURL(player.dataset.url);
+  player.dataset.url = file ? URL.createObjectURL(file) : "";
+  player.src = player.dataset.url;
+  const transcript = await (await fetch(job.downloads.json)).json();
+  $("cues").replaceChildren(
+    ...transcript.segments.map((segment) => {
+      const line = document.createElement("li");
+      const time = document.createElement("button");
+      time.type = "button";
+      time.className = "cue";
+      time.textContent = clock(segment.start);
+      time.disabled = !file;
+      time.addEventListener("click", () => {
+        player.currentTime = segment.start;
+        player.play().catch(() => {}); // a browser may refuse to play until the user has
+      });
+      line.append(time, " ", segment.text);
+      return line;
+    }),
+  );
+}
+
+async function showJobs() {
+  const page = await api("/jobs?limit=20");
+  $("jobs").tBodies[0].replaceChildren(
+    ...page.jobs.map((job) => {
+      const row = document.createElement("tr");
+      for (const value of [job.filename, job.status, new Date(job.created_at).toLocaleString()]) {
+        const cell = document.createElement("td");
+        cell.textContent = value; // a file name is the tenant's text: never HTML
+        row.append(cell);
+      }
+      row.className = "job";
+      row.dataset.jobId = job.job_id;
+      row.addEventListener("click", () =>
+        step(async () => {
+          $("progress-section").hidden = false;
+          await showResult(await follow(job.job_id), null);
+        }),
+      );
+      return row;
+    }),
+  );
+}
+
+async function showResult(job, file) {
   // A job whose chunks failed (not one whose upload was refused) can redo just those.
   $("rerun").hidden = !job.chunks.some((c) => c.state === "FAILED");
   $("rerun").dataset.jobId = job.job_id;
+  $("rerun").file = file;
   if (job.status === "FAILED") throw new Error(`the job failed: ${job.failure_reason}`);
   if (job.status === "PARTIAL") $("error").textContent = `some chunks failed: ${job.failure_reason}`;
   const text = await fetch(job.downloads.txt);
@@ -112,6 +166,7 @@ async function showResult(job) {
       return [link, " "];
     }),
   );
+  await showCues(job, file);
   $("result").hidden = false;
 }
 
@@ -134,7 +189,7 @@ $("rerun").addEventListener("click", () =>
   step(async () => {
     const jobId = $("rerun").dataset.jobId;
     await api(`/jobs/${jobId}/rerun`, { method: "POST" });
-    await showResult(await follow(jobId));
+    await showResult(await follow(jobId), $("rerun").file || null);
   }),
 );
 
@@ -164,6 +219,12 @@ $("upload-form").addEventListener("submit", (event) => {
       $("upload-note").textContent = "already transcribed: nothing uploaded";
     }
     $("upload-progress").value = 100;
-    await showResult(await follow(ticket.job_id));
+    await showResult(await follow(ticket.job_id), file);
+    await refreshJobs();
   });
 });
+
+// The list never hides what is shown: its errors go to the error line only.
+const refreshJobs = () => showJobs().catch((error) => ($("error").textContent = error.message));
+$("refresh-jobs").addEventListener("click", refreshJobs);
+if ($("token").value) refreshJobs();

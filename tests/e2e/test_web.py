@@ -99,6 +99,15 @@ def test_page_uploads_follows_and_shows_the_transcript(
         assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt")]
         assert page.locator("#chunks span.DONE").count() >= 1
         assert page.is_hidden("#rerun")
+        # The recording plays beside its lines, each with the time it starts at.
+        assert page.is_visible("#player")
+        cues = page.locator("#cues li")
+        assert cues.count() >= 2 and page.is_enabled("#cues button.cue >> nth=0")
+        assert (page.text_content("#cues button.cue >> nth=0") or "").startswith("00:")
+        # And the job is in the tenant's list.
+        job_id = page.text_content("#job-id")
+        row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
+        assert row.count() == 1 and "COMPLETED" in (row.text_content() or "")
         assert errors == []
 
         # The same recording again: hashed in a Web Worker, known, never uploaded.
@@ -116,6 +125,20 @@ def test_page_uploads_follows_and_shows_the_transcript(
         client.close()
         assert job["status"] == "COMPLETED" and job["stats"]["upload_cache_hit"]
         assert pipeline.speech.stats()["requests_total"] == calls
+        assert errors == []
+
+        # A new visit lists both jobs; one picked from the list shows its transcript (its
+        # recording is not on this page: the lines keep their times, nothing to play).
+        page.goto(f"{pipeline.api_url}/web/#token={pipeline.token()}")
+        page.reload()
+        page.click(f"#jobs tr[data-job-id='{first_job}']")
+        page.wait_for_selector("#result", state="visible", timeout=60_000)
+        assert page.text_content("#job-id") == first_job
+        assert (
+            sum(word in (page.text_content("#transcript") or "").lower() for word in expected[:20])
+            >= 15
+        )
+        assert page.is_hidden("#player") and page.is_disabled("#cues button.cue >> nth=0")
         assert errors == []
 
 
