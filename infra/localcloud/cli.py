@@ -198,6 +198,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if missing:
         _err(f"stt: no such file: {', '.join(map(str, missing))}")
         return EXIT_USAGE
+    if args.language not in (None, "en") and not args.api:
+        # The local engines (Whisper tiny.en, PocketSphinx) would write English words for it.
+        _err(
+            f"stt: the local speech engine ({args.engine}) knows English only; --language "
+            f"{args.language} needs a deployed stack's API (--api URL --token T)"
+        )
+        return EXIT_USAGE
     formats = None if args.output_format == "all" else {args.output_format}
     with _pipeline_api(args) as (api_url, token):
         client = PipelineClient(api_url, token=token)
@@ -431,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="bearer token for --api (default: $STT_TOKEN)",
         )
         command.add_argument(
-            "--out", type=Path, default=Path("out"), help="where the transcripts go (default: out)"
+            "--out",
+            "--output-dir",
+            dest="out",
+            type=Path,
+            default=Path("out"),
+            help="where the transcripts go (default: out)",
         )
         command.add_argument(
             "--timeout", type=float, default=900, help="seconds to wait for the job (default 900)"

@@ -126,3 +126,18 @@ def test_a_terminal_gets_a_bar_of_chunks_and_a_log_gets_lines() -> None:
         show(job)
     assert "01234567 COMPLETED" in screen.getvalue() and "4/4" in screen.getvalue()
     assert isinstance(cli.progress_for(io.StringIO()), cli.ProgressPrinter)
+
+
+def test_a_language_the_local_engine_cannot_hear_is_refused_before_any_cloud_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    recording = tmp_path / "talk.wav"
+    recording.write_bytes(b"RIFF")
+    assert cli.main(["transcribe", str(recording), "--language", "ru"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "English only" in err and "--api" in err
+
+
+def test_output_dir_is_whispers_name_for_out() -> None:
+    args = cli.build_parser().parse_args(["transcribe", "a.mp3", "--output-dir", "subs"])
+    assert args.out == Path("subs")
