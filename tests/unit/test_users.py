@@ -16,13 +16,7 @@ from localcloud.users import UserNotAdded, add_user, user_pool_of
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def aws(moto_env: None) -> Iterator[None]:
     with mock_aws():
         yield
 
