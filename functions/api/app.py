@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from sttpipe.bootstrap import job_service, prepare
 from sttpipe.config import get_settings
-from sttpipe.domain.models import Priority
+from sttpipe.domain.models import Priority, WebhookKey
 from sttpipe.observability import TRACED_AWS
 from sttpipe.services.jobs import (
     FeatureUnavailable,
@@ -33,6 +33,7 @@ from sttpipe.services.jobs import (
     UploadRequest,
     UploadTicket,
 )
+from sttpipe.services.webhook_keys import IssuedSecret
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_AWS)
@@ -154,6 +155,30 @@ def list_jobs(
         jobs=[j.model_dump(mode="json", exclude={"webhook_url"}) for j in jobs],
         next=jobs[-1].job_id if len(jobs) == limit else None,
     )
+
+
+@app.post(
+    "/webhook-secret",
+    status_code=201,
+    description="A new webhook signing secret for the caller's tenant, shown in this answer "
+    "only. Deliveries are signed by the previous secret too for a day, so that receivers "
+    "can switch over.",
+)
+@tracer.capture_method
+def rotate_webhook_secret() -> Response[IssuedSecret]:
+    owner = tenant()
+    issued = job_service().webhook_secrets().rotate(owner)
+    logger.info("webhook secret rotated", extra={"generation": issued.generation})
+    return Response(status_code=201, body=issued, content_type="application/json")
+
+
+@app.get("/webhook-secret", description="Which secret is current (never the secret itself).")
+@tracer.capture_method
+def describe_webhook_secret() -> WebhookKey:
+    key = job_service().webhook_secrets().describe(tenant())
+    if key is None:
+        raise NotFoundError("no webhook secret yet: POST /webhook-secret makes one")
+    return key
 
 
 @app.get("/stats/queues")

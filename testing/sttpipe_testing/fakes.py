@@ -39,6 +39,7 @@ from sttpipe.domain.models import (
     JobStatus,
     JobView,
     LanguageSource,
+    WebhookKey,
     WorkflowInput,
 )
 from sttpipe.domain.transcripts import Transcription
@@ -354,6 +355,33 @@ def started_run(store: ObjectStore, workflow_input: str) -> ExecutionInput:
         chunks=[ChunkRef.model_validate(c) for c in chunk_list],
         detect_language=started.detect_from is not None,
     )
+
+
+class InMemoryWebhookKeys:
+    """Same answers as PostgresWebhookKeys."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, WebhookKey] = {}
+        self._lock = threading.Lock()
+
+    def current(self, tenant_id: str) -> WebhookKey | None:
+        return self._keys.get(tenant_id)
+
+    def get_or_create(self, tenant_id: str) -> tuple[WebhookKey, bool]:
+        with self._lock:
+            if tenant_id in self._keys:
+                return self._keys[tenant_id], False
+            key = WebhookKey(tenant_id=tenant_id, generation=1, rotated_at=_now())
+            self._keys[tenant_id] = key
+            return key, True
+
+    def rotate(self, tenant_id: str) -> WebhookKey:
+        with self._lock:
+            old = self._keys.get(tenant_id)
+            generation = old.generation + 1 if old else 1
+            key = WebhookKey(tenant_id=tenant_id, generation=generation, rotated_at=_now())
+            self._keys[tenant_id] = key
+            return key
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from standardwebhooks import Webhook
 from sttpipe_testing.receiver import WebhookReceiver
 
 from localcloud.pipeline import LocalPipeline
 from sttpipe.adapters.database import create_pool
-from sttpipe.adapters.postgres import PostgresJobRepository
+from sttpipe.adapters.postgres import PostgresJobRepository, PostgresWebhookKeys
 from sttpipe.adapters.stepfunctions import execution_arn, execution_name
-from sttpipe.adapters.webhook import (
-    DELIVERY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    verify_signature,
-)
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkProgress,
@@ -42,6 +37,7 @@ from sttpipe.domain.models import (
     Manifest,
     MergeTask,
 )
+from sttpipe.services.webhook_keys import TenantWebhookSecrets
 
 pytestmark = pytest.mark.e2e
 
@@ -265,12 +261,15 @@ def test_a_job_end_is_queued_by_the_merge_and_delivered_by_the_webhook_function(
         receiver.close()
 
     ((headers, body),) = receiver.received
-    secret = pipeline.cloud.boto3_client("secretsmanager").get_secret_value(
+    signing_key = pipeline.cloud.boto3_client("secretsmanager").get_secret_value(
         SecretId=pipeline.cloud.stack.ref("WebhookSigningSecret")
     )["SecretString"]
-    assert verify_signature(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-    assert headers[DELIVERY_HEADER] == f"{job_id}:1:FAILED"
-    assert json.loads(body)["status"] == "FAILED"
+    # The job's tenant had no key: its first delivery made one, derived from the stack's key.
+    tenants = TenantWebhookSecrets(PostgresWebhookKeys(jobs.pool), lambda: signing_key)
+    assert tenants.describe("default") is not None
+    delivered = Webhook(tenants.secret("default", 1)).verify(body, headers)
+    assert headers["webhook-id"] == f"{job_id}:1:FAILED"
+    assert delivered["status"] == "FAILED"
 
 
 def test_scheduled_reconciler_resumes_a_stored_split_and_ends_a_lost_one(

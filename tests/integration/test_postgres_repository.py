@@ -22,10 +22,14 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
-from sttpipe_testing.fakes import InMemoryJobRepository
+from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryWebhookKeys
 
 from sttpipe.adapters.database import apply_schema, conninfo_from_secret, create_pool, schema_sql
-from sttpipe.adapters.postgres import PostgresJobRepository, job_repository_from_settings
+from sttpipe.adapters.postgres import (
+    PostgresJobRepository,
+    PostgresWebhookKeys,
+    job_repository_from_settings,
+)
 from sttpipe.config import Settings
 from sttpipe.domain.models import (
     ChunkProgress,
@@ -35,7 +39,7 @@ from sttpipe.domain.models import (
     LanguageSource,
     Priority,
 )
-from sttpipe.ports import JobNotFound, JobRepository
+from sttpipe.ports import JobNotFound, JobRepository, WebhookKeyStore
 
 DATABASE_URL = os.environ.get("STT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -511,6 +515,35 @@ def test_deleting_a_job_deletes_its_chunks(pg_repo: PostgresJobRepository, tenan
         conn.execute("DELETE FROM jobs WHERE job_id = %s", (job.job_id,))
         left = conn.execute("SELECT count(*) FROM job_chunks WHERE job_id = %s", (job.job_id,))
         assert left.fetchone() == (0,)
+
+
+@pytest.fixture(
+    params=["memory", pytest.param("postgres", marks=pytest.mark.integration)],
+)
+def webhook_keys(request: pytest.FixtureRequest) -> WebhookKeyStore:
+    if request.param == "memory":
+        return InMemoryWebhookKeys()
+    pg: PostgresJobRepository = request.getfixturevalue("pg_repo")
+    return PostgresWebhookKeys(pg.pool)
+
+
+def test_a_webhook_key_is_made_once_per_tenant_and_rotated_one_generation_at_a_time(
+    webhook_keys: WebhookKeyStore, tenant: str
+) -> None:
+    assert webhook_keys.current(tenant) is None
+    made, created = webhook_keys.get_or_create(tenant)
+    assert created and made.generation == 1 and made.tenant_id == tenant
+    assert webhook_keys.get_or_create(tenant) == (made, False)
+    rotated = webhook_keys.rotate(tenant)
+    assert rotated.generation == 2 and rotated.rotated_at >= made.rotated_at
+    assert webhook_keys.current(tenant) == rotated
+    assert webhook_keys.rotate(f"{tenant}-other").generation == 1  # the first for a new one
+
+
+def test_concurrent_first_uses_make_one_key(webhook_keys: WebhookKeyStore, tenant: str) -> None:
+    made: list[bool] = []
+    run_threads(*[lambda: made.append(webhook_keys.get_or_create(tenant)[1])] * 4)
+    assert sorted(made) == [False, False, False, True]
 
 
 @pytest.mark.integration

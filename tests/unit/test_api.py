@@ -19,6 +19,7 @@ from moto import mock_aws
 from sttpipe_testing.fakes import (
     InMemoryJobRepository,
     InMemoryMessageQueues,
+    InMemoryWebhookKeys,
     InMemoryWorkflow,
     started_run,
 )
@@ -39,6 +40,7 @@ from sttpipe.domain.models import (
     Manifest,
 )
 from sttpipe.services.jobs import JobService, estimate_seconds_left
+from sttpipe.services.webhook_keys import TenantWebhookSecrets
 from sttpipe.services.webhooks import JobEndAnnouncer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +86,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
             settings,
             queues=SqsQueueStats(sqs),
             announcer=JobEndAnnouncer(InMemoryMessageQueues(), "https://sqs/webhooks"),
+            webhook_secrets=TenantWebhookSecrets(InMemoryWebhookKeys(), lambda: "signing key"),
             workflow=workflow,
         )
         module = load_api()
@@ -396,6 +399,28 @@ def test_rerun_of_a_completed_or_rejected_job_is_409_saying_why(api: SimpleNames
         "the upload was rejected: no audio stream; upload it again",
     )
     assert api.workflow.executions == {}
+
+
+def test_the_webhook_secret_is_the_tenants_own_and_shown_only_when_made(
+    api: SimpleNamespace,
+) -> None:
+    hooked = {**UPLOAD, "webhook_url": "https://hooks.example.com/stt"}
+    assert call(api, "GET", "/webhook-secret")[0] == 404
+    assert call(api, "POST", "/uploads", body=UPLOAD)[1]["webhook_secret"] is None
+    status, first = call(api, "POST", "/uploads", body=hooked)
+    assert status == 201 and first["webhook_secret"].startswith("whsec_")
+    assert call(api, "POST", "/uploads", body=hooked)[1]["webhook_secret"] is None
+    status, described = call(api, "GET", "/webhook-secret")
+    assert status == 200 and described["generation"] == 1
+    assert first["webhook_secret"] not in json.dumps(described)
+
+    status, rotated = call(api, "POST", "/webhook-secret")
+    assert status == 201 and rotated["generation"] == 2
+    assert rotated["secret"] not in (first["webhook_secret"], None)
+    assert rotated["previous_valid_until"] is not None
+    status, other = call(api, "POST", "/webhook-secret", tenant="globex")
+    assert (status, other["generation"]) == (201, 1)
+    assert other["secret"] not in (first["webhook_secret"], rotated["secret"])
 
 
 def test_high_priority_is_a_right_the_token_grants(api: SimpleNamespace) -> None:

@@ -18,6 +18,7 @@ from sttpipe_testing.fakes import (
     InMemoryJobRepository,
     InMemoryMessageQueues,
     InMemoryObjectStore,
+    InMemoryWebhookKeys,
     InMemoryWorkflow,
     started_run,
 )
@@ -38,6 +39,7 @@ from sttpipe.services.jobs import JobService, UploadRequest
 from sttpipe.services.merging import MergeService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
+from sttpipe.services.webhook_keys import TenantWebhookSecrets
 from sttpipe.services.webhooks import JobEndAnnouncer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
@@ -215,6 +217,7 @@ def test_a_job_answered_from_the_cache_calls_its_webhook_too() -> None:
         pipeline.settings,
         known=pipeline.cache,
         announcer=pipeline.announcer,
+        webhook_secrets=TenantWebhookSecrets(InMemoryWebhookKeys(), lambda: "signing key"),
     )
     request = UploadRequest(
         filename="again.flac",

@@ -19,8 +19,9 @@ from aws_lambda_powertools import Logger
 
 from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.metrics import PowertoolsRecorder, cache_metric_sink
-from sttpipe.adapters.postgres import job_repository_from_settings
+from sttpipe.adapters.postgres import PostgresWebhookKeys, job_repository_from_settings
 from sttpipe.adapters.s3 import S3ObjectStore
+from sttpipe.adapters.secrets import signing_key_source
 from sttpipe.adapters.sqs import SqsMessageQueues, SqsQueueStats
 from sttpipe.adapters.stepfunctions import StepFunctionsWorkflow
 from sttpipe.cache.factory import build_transcript_cache, redis_for
@@ -36,6 +37,7 @@ from sttpipe.ports import (
     ObjectStore,
     QueueStats,
     SpeechCapacityGauge,
+    WebhookKeyStore,
     Workflow,
 )
 from sttpipe.services.deliveries import ChunkDeliveryService
@@ -46,6 +48,7 @@ from sttpipe.services.merging import MergeService
 from sttpipe.services.reconciling import ReconcilerService
 from sttpipe.services.splitting import SplitterService
 from sttpipe.services.transcribing import WorkerService
+from sttpipe.services.webhook_keys import TenantWebhookSecrets
 from sttpipe.services.webhooks import JobEndAnnouncer, WebhookService
 from sttpipe.speech.base import Transcriber
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
@@ -78,6 +81,7 @@ class Container:
         transcript_cache: TieredTranscriptCache | None = None,
         speech_api: Transcriber | None = None,
         notifier: Notifier | None = None,
+        webhook_keys: WebhookKeyStore | None = None,
     ) -> None:
         """`job_store` is the repository underneath the one that announces each transition;
         `bus` receives the lifecycle events besides their metrics; `speech_api` is the client
@@ -94,6 +98,7 @@ class Container:
             "transcript_cache": transcript_cache,
             "speech_api": speech_api,
             "notifier": notifier,
+            "webhook_keys": webhook_keys,
         }
         # A value in the instance's dict is what a cached_property answers from then on.
         self.__dict__.update({name: value for name, value in given.items() if value is not None})
@@ -141,14 +146,25 @@ class Container:
         return build_transcript_cache(self.settings, self.redis, emit=emit)
 
     @cached_property
-    def notifier(self) -> Notifier:
-        # Imported here: httpx stays out of the functions that call no one over HTTP.
-        from sttpipe.adapters.webhook import WebhookNotifier, webhook_secret_source
+    def webhook_keys(self) -> WebhookKeyStore:
+        return PostgresWebhookKeys(job_repository_from_settings(self.settings).pool)
 
+    @cached_property
+    def webhook_secrets(self) -> TenantWebhookSecrets:
+        """Each tenant's secret, derived from the deployment's signing key."""
         settings = self.settings
         plain = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        return TenantWebhookSecrets(
+            self.webhook_keys, signing_key_source(settings.webhook_secret_id, plain)
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        # Imported here: httpx stays out of the functions that call no one over HTTP.
+        from sttpipe.adapters.webhook import WebhookNotifier
+
+        settings = self.settings
         return WebhookNotifier(
-            webhook_secret_source(settings.webhook_secret_id, plain),
             max_attempts=settings.webhook_max_attempts,
             timeout_s=settings.webhook_timeout_s,
             deadline_s=settings.webhook_deadline_s,
@@ -297,7 +313,7 @@ class Container:
 
     @cached_property
     def webhook_service(self) -> WebhookService:
-        return WebhookService(self.jobs, self.notifier)
+        return WebhookService(self.jobs, self.notifier, self.webhook_secrets.signing_secrets)
 
     @cached_property
     def job_service(self) -> JobService:
@@ -308,6 +324,7 @@ class Container:
             queues=self.queue_stats,
             cache=self.cache_administration,
             announcer=self.announcer,
+            webhook_secrets=self.webhook_secrets if self.announcer else None,
             workflow=self.workflow,
             known=self.transcript_cache,
         )

@@ -22,6 +22,7 @@ from sttpipe.domain.models import (
     JobStatus,
     JobView,
     SpeechCapacity,
+    WebhookKey,
 )
 from sttpipe.domain.transcripts import CachedChunk, CachedUpload, CacheLevel, Hit
 from sttpipe.observability import Dimension, Metric
@@ -267,9 +268,25 @@ class WebhookNotDelivered(Exception):
 class Notifier(Protocol):
     """Tells a job's owner that it finished (the per-job completion webhook)."""
 
-    def job_finished(self, job: Job, delivery_id: str) -> None:
-        """Deliver the job's end to its webhook. Raises WebhookNotDelivered when the attempt
-        failed for a reason that may pass; a receiver's refusal (4xx) is logged, not raised."""
+    def job_finished(self, job: Job, delivery_id: str, secrets: Sequence[str]) -> None:
+        """Deliver the job's end to its webhook, signed by each of `secrets` (the tenant's
+        current one, and its previous one just after a rotation). Raises WebhookNotDelivered
+        when the attempt failed for a reason that may pass; a receiver's refusal (4xx) is
+        logged, not raised."""
+        ...
+
+
+class WebhookKeyStore(Protocol):
+    """Each tenant's current webhook key generation."""
+
+    def current(self, tenant_id: str) -> WebhookKey | None: ...
+
+    def get_or_create(self, tenant_id: str) -> tuple[WebhookKey, bool]:
+        """The tenant's key, made (generation 1, True) if it had none."""
+        ...
+
+    def rotate(self, tenant_id: str) -> WebhookKey:
+        """The next generation (the first for a tenant that has none)."""
         ...
 
 

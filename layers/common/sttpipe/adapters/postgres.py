@@ -26,6 +26,7 @@ from sttpipe.domain.models import (
     JobStatus,
     JobView,
     LanguageSource,
+    WebhookKey,
 )
 from sttpipe.ports import JobNotFound
 
@@ -62,6 +63,11 @@ _LIST_NEXT_PAGE = f"""
 class PostgresJobRepository:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """Shared with the other stores on the same database (one pool per container)."""
+        return self._pool
 
     def close(self) -> None:
         self._pool.close()
@@ -282,6 +288,49 @@ class PostgresJobRepository:
     def _require_job(conn: psycopg.Connection[Any], job_id: str) -> None:
         if conn.execute("SELECT 1 FROM jobs WHERE job_id = %s", (job_id,)).fetchone() is None:
             raise JobNotFound(job_id)
+
+
+class PostgresWebhookKeys:
+    """`WebhookKeyStore` on the `webhook_keys` table, sharing the job repository's pool."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def current(self, tenant_id: str) -> WebhookKey | None:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(_WEBHOOK_KEY_SELECT, {"tenant": tenant_id}).fetchone()
+        return WebhookKey.model_validate(row) if row else None
+
+    def get_or_create(self, tenant_id: str) -> tuple[WebhookKey, bool]:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            made = cur.execute(
+                "INSERT INTO webhook_keys (tenant_id, generation) VALUES (%(tenant)s, 1)"
+                " ON CONFLICT (tenant_id) DO NOTHING"
+                " RETURNING tenant_id, generation, rotated_at",
+                {"tenant": tenant_id},
+            ).fetchone()
+            row = made or cur.execute(_WEBHOOK_KEY_SELECT, {"tenant": tenant_id}).fetchone()
+        return WebhookKey.model_validate(row), made is not None
+
+    def rotate(self, tenant_id: str) -> WebhookKey:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "INSERT INTO webhook_keys (tenant_id, generation) VALUES (%(tenant)s, 1)"
+                " ON CONFLICT (tenant_id) DO UPDATE"
+                " SET generation = webhook_keys.generation + 1, rotated_at = now()"
+                " RETURNING tenant_id, generation, rotated_at",
+                {"tenant": tenant_id},
+            ).fetchone()
+        return WebhookKey.model_validate(row)
+
+
+_WEBHOOK_KEY_SELECT = (
+    "SELECT tenant_id, generation, rotated_at FROM webhook_keys WHERE tenant_id = %(tenant)s"
+)
+
+
+def webhook_keys_from_settings(settings: Settings) -> PostgresWebhookKeys:
+    return PostgresWebhookKeys(job_repository_from_settings(settings).pool)
 
 
 def job_repository_from_settings(settings: Settings) -> PostgresJobRepository:

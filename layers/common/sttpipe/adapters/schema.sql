@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS job_content (
     PRIMARY KEY (job_id, content_sha256)
 );
 
+-- Each tenant's webhook key generation (sttpipe/services/webhook_keys.py): the secrets are
+-- derived from the deployment's signing key and the generation, never stored.
+CREATE TABLE IF NOT EXISTS webhook_keys (
+    tenant_id   text        PRIMARY KEY,
+    generation  integer     NOT NULL CHECK (generation >= 1),
+    rotated_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- L3 of the transcript cache (sttpipe/cache/postgres.py): content-addressed entries, one per
 -- key, for chunks (kind 'chunk') and whole uploads ('upload'). `value` holds the same sealed
 -- bytes as Redis does. Rows past expires_at are never served; the cache warmer deletes them.

@@ -1,25 +1,26 @@
-"""The per-job completion webhook: a signed JSON POST, retried with backoff, each attempt
-within a total deadline.
+"""The per-job completion webhook: a JSON POST in the Standard Webhooks format, retried with
+backoff, each attempt within a total deadline.
 
-The body is signed with HMAC-SHA256 over `<timestamp>.<body>` (the Stripe/Svix scheme), the
-timestamp sent beside it, so a receiver can reject both forged and replayed deliveries:
-`verify_signature(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])`.
+Headers `webhook-id` (one per delivery, the same on each of its retries), `webhook-timestamp`
+and `webhook-signature` (`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`, one per
+secret the tenant's receiver may hold, space-separated), so a receiver rejects forged and
+replayed deliveries with any Standard Webhooks library:
+`standardwebhooks.Webhook(secret).verify(body, headers)`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ipaddress
 import json
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
 from aws_lambda_powertools import Logger
+from standardwebhooks import Webhook
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -32,35 +33,20 @@ from sttpipe.ports import WebhookNotDelivered
 
 logger = Logger(child=True)
 
-SIGNATURE_HEADER: Final = "X-Stt-Signature"
-TIMESTAMP_HEADER: Final = "X-Stt-Timestamp"
-DELIVERY_HEADER: Final = "X-Stt-Delivery"
 EVENT_TYPE: Final = "job.finished"
 SCHEMA_VERSION: Final = "1"
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"v1={mac.hexdigest()}"
-
-
-def verify_signature(
-    secret: str,
-    timestamp: str,
-    body: bytes,
-    signature: str,
-    *,
-    tolerance_s: float = 300,
-    now: float | None = None,
-) -> bool:
-    """What a receiver does: the signature matches and the timestamp is recent."""
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return False
-    if abs((time.time() if now is None else now) - sent) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, sent, body), signature)
+def signed_headers(
+    secrets: Sequence[str], delivery_id: str, body: bytes, sent: datetime
+) -> dict[str, str]:
+    """Standard Webhooks headers for `body`, signed by each of `secrets` (`whsec_...`)."""
+    text = body.decode()
+    return {
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(int(sent.timestamp())),
+        "webhook-signature": " ".join(Webhook(s).sign(delivery_id, sent, text) for s in secrets),
+    }
 
 
 def payload(job: Job) -> dict[str, Any]:
@@ -132,14 +118,13 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class WebhookNotifier:
-    """`Notifier` over HTTPS. `secret` is called per delivery (a cached Secrets Manager read).
+    """`Notifier` over HTTPS.
 
     Each attempt has a total deadline, `deadline_s`, besides httpx's per-operation timeouts: a
     receiver that answers one byte at a time cannot keep a delivery open past it."""
 
     def __init__(
         self,
-        secret: Callable[[], str],
         *,
         max_attempts: int = 3,
         initial_backoff_s: float = 1.0,
@@ -150,7 +135,6 @@ class WebhookNotifier:
     ) -> None:
         """`allow_private` lets a delivery go to any address (the local cloud's receivers are on
         127.0.0.1); the address is still resolved once and pinned."""
-        self._secret = secret
         self._max_attempts = max_attempts
         self._backoff = initial_backoff_s
         self._timeout_s = timeout_s
@@ -158,7 +142,7 @@ class WebhookNotifier:
         self._resolver = resolver
         self._allow_private = allow_private
 
-    def job_finished(self, job: Job, delivery_id: str) -> None:
+    def job_finished(self, job: Job, delivery_id: str, secrets: Sequence[str]) -> None:
         if not job.webhook_url:
             return
         body = json.dumps(payload(job), sort_keys=True, separators=(",", ":")).encode()
@@ -169,7 +153,7 @@ class WebhookNotifier:
             reraise=True,
         )
         try:
-            retrying(self._deliver, job, job.webhook_url, body, delivery_id)
+            retrying(self._deliver, job, job.webhook_url, body, delivery_id, secrets)
         except _Refused as exc:  # a 4xx: asking again would not help
             logger.warning(
                 "webhook refused by its receiver",
@@ -184,13 +168,13 @@ class WebhookNotifier:
             # carries the receiver's secret.
             raise WebhookNotDelivered(type(exc).__name__) from exc
 
-    def _deliver(self, job: Job, url: str, body: bytes, delivery_id: str) -> None:
-        timestamp = int(time.time())  # fresh per attempt, so retries pass a receiver's window
+    def _deliver(
+        self, job: Job, url: str, body: bytes, delivery_id: str, secrets: Sequence[str]
+    ) -> None:
+        # Signed afresh per attempt, so that retries pass a receiver's timestamp window.
         headers = {
             "content-type": "application/json",
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(self._secret(), timestamp, body),
-            DELIVERY_HEADER: delivery_id,
+            **signed_headers(secrets, delivery_id, body, datetime.now(UTC)),
         }
         try:
             status = asyncio.run(self._post(url, body, headers))
@@ -225,19 +209,3 @@ class WebhookNotifier:
                     extensions={"sni_hostname": host},
                 )
                 return response.status_code
-
-
-def webhook_secret_source(secret_id: str | None, plain: str | None) -> Callable[[], str]:
-    """Secrets Manager (cached for five minutes) when configured, else a local setting."""
-    if secret_id:
-
-        def read() -> str:
-            from aws_lambda_powertools.utilities import parameters
-
-            value = parameters.get_secret(secret_id, max_age=300)
-            return value.decode() if isinstance(value, bytes) else str(value)
-
-        return read
-    if plain:
-        return lambda: plain
-    raise ValueError("no webhook secret: set STT_WEBHOOK_SECRET_ID (or STT_WEBHOOK_SECRET locally)")

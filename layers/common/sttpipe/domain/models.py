@@ -294,6 +294,15 @@ class JobEndNotice(BaseModel):
         return f"{self.job_id}:{self.run}:{self.status.value}"
 
 
+class WebhookKey(BaseModel):
+    """Which of a tenant's webhook secrets is current: the secrets themselves are derived from
+    the deployment's signing key (`sttpipe.services.webhook_keys`), never stored."""
+
+    tenant_id: str = Field(min_length=1)
+    generation: int = Field(ge=1)  # 1 when first made, one more at every rotation
+    rotated_at: datetime
+
+
 class Manifest(BaseModel):
     """What the splitter made of an upload; the merge reads it back for timing and statistics."""
 

@@ -35,6 +35,7 @@ from sttpipe.ports import (
 from sttpipe.services.manifests import find_manifest, start_run
 from sttpipe.services.merging import complete_from_cache
 from sttpipe.services.reconciling import stalled
+from sttpipe.services.webhook_keys import IssuedSecret, TenantWebhookSecrets
 from sttpipe.services.webhooks import JobEndAnnouncer
 
 # What the speech pipeline can decode (the splitter reads these through PyAV).
@@ -125,6 +126,12 @@ class UploadTicket(BaseModel):
     expires_in: int
     status_url: str
     status: JobStatus = JobStatus.AWAITING_UPLOAD
+    webhook_secret: str | None = Field(
+        default=None,
+        description="The tenant's webhook signing secret (Standard Webhooks, `whsec_...`), "
+        "made by this request, its first to name a webhook_url: shown here once. "
+        "POST /webhook-secret makes a new one.",
+    )
 
 
 class JobStatusView(BaseModel):
@@ -177,9 +184,11 @@ class JobService:
         queues: QueueStats | None = None,
         cache: CacheAdmin | None = None,
         announcer: JobEndAnnouncer | None = None,
+        webhook_secrets: TenantWebhookSecrets | None = None,
         workflow: Workflow | None = None,
         known: TranscriptCache | None = None,
     ) -> None:
+        """Webhooks are on with both `announcer` and `webhook_secrets`."""
         self._store = store
         self._jobs = jobs
         self._settings = settings
@@ -187,6 +196,7 @@ class JobService:
         self._queues = queues
         self._cache = cache
         self._announcer = announcer
+        self._webhook_secrets = webhook_secrets
         self._known = known
 
     def create_upload(self, request: UploadRequest, tenant_id: str) -> UploadTicket:
@@ -195,10 +205,10 @@ class JobService:
                 f"size_bytes {request.size_bytes} is over the limit of "
                 f"{self._settings.max_upload_bytes} bytes"
             )
+        shown: IssuedSecret | None = None
         if request.webhook_url is not None:
-            if self._announcer is None:
-                raise FeatureUnavailable("webhooks are not configured on this deployment")
             check_webhook_url(request.webhook_url, self._settings.webhook_allow_insecure)
+            shown = self.webhook_secrets().first_use(tenant_id)
         now = datetime.now(UTC)
         job_id = uuid.uuid4().hex
         job = Job(
@@ -215,6 +225,7 @@ class JobService:
             webhook_url=request.webhook_url,
         )
         self._jobs.add(job)
+        secret = shown.secret if shown else None
         if request.sha256 is not None and self._answered_from_cache(job, request.sha256):
             return UploadTicket(
                 job_id=job_id,
@@ -222,6 +233,7 @@ class JobService:
                 expires_in=0,
                 status_url=f"/jobs/{job_id}",
                 status=JobStatus.COMPLETED,
+                webhook_secret=secret,
             )
         form = self._store.presigned_post(
             job.upload_key,
@@ -234,6 +246,7 @@ class JobService:
             upload=form,
             expires_in=self._settings.upload_url_expiry_s,
             status_url=f"/jobs/{job_id}",
+            webhook_secret=secret,
         )
 
     def _language_of(self, request: UploadRequest) -> dict[str, Any]:
@@ -330,6 +343,11 @@ class JobService:
             raise FeatureUnavailable("queue statistics are not configured on this deployment")
         urls = {p.value: self._settings.queue_url(p) for p in Priority}
         return self._queues.depths({name: url for name, url in urls.items() if url})
+
+    def webhook_secrets(self) -> TenantWebhookSecrets:
+        if self._announcer is None or self._webhook_secrets is None:
+            raise FeatureUnavailable("webhooks are not configured on this deployment")
+        return self._webhook_secrets
 
     def cache_admin(self) -> CacheAdmin:
         if self._cache is None:

@@ -5,6 +5,8 @@ notice; it can never hold up a merge or change a job's outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from aws_lambda_powertools import Logger
 
 from sttpipe.domain.models import Job, JobEndNotice
@@ -28,11 +30,19 @@ class JobEndAnnouncer:
 
 
 class WebhookService:
-    """Delivers a queued notice with the job as it is recorded now."""
+    """Delivers a queued notice with the job as it is recorded now, signed by its tenant's
+    secret."""
 
-    def __init__(self, jobs: JobRepository, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        notifier: Notifier,
+        signing_secrets: Callable[[str], Sequence[str]],
+    ) -> None:
+        """`signing_secrets`: a tenant's secrets to sign with (TenantWebhookSecrets')."""
         self._jobs = jobs
         self._notifier = notifier
+        self._signing_secrets = signing_secrets
 
     def deliver(self, notice: JobEndNotice) -> bool:
         """False when there is nothing to deliver any more: the job was deleted, or re-run
@@ -49,5 +59,6 @@ class WebhookService:
                 extra={"job_id": job.job_id, "run": job.runs, "status": job.status},
             )
             return False
-        self._notifier.job_finished(job, notice.delivery_id)
+        secrets = self._signing_secrets(job.tenant_id)
+        self._notifier.job_finished(job, notice.delivery_id, secrets)
         return True
