@@ -11,6 +11,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+from sttpipe.adapters.secrets import read_secret
 from sttpipe.config import Settings
 
 # Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
@@ -73,10 +74,7 @@ def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
     """
 
     def conninfo() -> str:
-        # Imported here: only the AWS path needs Powertools' Parameters (and its boto3 client).
-        from aws_lambda_powertools.utilities.parameters import get_secret
-
-        secret: dict[str, Any] = get_secret(secret_id, transform="json", max_age=300)
+        secret: dict[str, Any] = read_secret(secret_id, transform="json")
         return make_conninfo(
             host=secret["host"],
             port=secret.get("port", 5432),

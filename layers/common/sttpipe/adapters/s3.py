@@ -23,9 +23,10 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # A conditional write lost: the object exists (412), or a concurrent conditional write to the
 # same key is still in progress (409).
 _LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
-# Downloads: four ranged GETs at once and few parts queued for the disk. boto3's defaults (ten,
-# and a hundred) held 58 MB more of a 105 MB upload in memory for a few percent of speed.
-_DOWNLOAD = TransferConfig(max_concurrency=4, max_io_queue=16)
+# Downloads: two ranged GETs at once and few parts queued for the disk. boto3's defaults (ten,
+# and a hundred) held 58 MB more of a 105 MB upload in memory for a few percent of speed; four
+# threads still 9 MB more than two, for no speed measured on the local cloud (bench_e2e).
+_DOWNLOAD = TransferConfig(max_concurrency=2, max_io_queue=8)
 
 
 @functools.cache

@@ -31,36 +31,51 @@ def flac_seconds(data: bytes) -> float | None:
     return samples / rate if rate and samples else None
 
 
-def canonical_pcm_sha256(pcm: bytes) -> str:
-    """Hex SHA-256 of canonical PCM: the chunk's cache and storage key."""
-    _check_pcm(pcm)
-    return hashlib.sha256(pcm).hexdigest()
+# Canonical PCM, whole or in consecutive parts (views into a larger buffer, never copied here).
+Pcm = bytes | bytearray | memoryview
+
+
+def canonical_pcm_sha256(*parts: Pcm) -> str:
+    """Hex SHA-256 of canonical PCM, given whole or in parts: the chunk's cache and storage
+    key."""
+    digest = hashlib.sha256()
+    for part in parts:
+        _check_pcm(part)
+        digest.update(part)
+    return digest.hexdigest()
 
 
 ENCODE_FRAME_SAMPLES = 10 * SAMPLE_RATE
 
 
-def encode_flac(pcm_s16le_16k_mono: bytes) -> bytes:
-    """Encode canonical PCM as a FLAC file in memory: lossless, about half the size of WAV."""
-    _check_pcm(pcm_s16le_16k_mono)
+def encode_flac(*parts: Pcm) -> bytes:
+    """Encode canonical PCM, given whole or in consecutive parts, as a FLAC file in memory:
+    lossless, about half the size of WAV."""
+    for part in parts:
+        _check_pcm(part)
     out = io.BytesIO()
     # No 8 KB padding block: nobody edits these files' tags, and silent chunks shrink to ~100 B.
     with av.open(out, "w", format="flac", options={"metadata_header_padding": "0"}) as container:
         stream = container.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
-        # In frames of ENCODE_FRAME_SAMPLES, not one of the whole chunk: a copy of a 300 s chunk
-        # would be another 9.6 MB held while it is encoded.
-        pcm = pcm_s16le_16k_mono
-        for start in range(0, len(pcm) // SAMPLE_WIDTH, ENCODE_FRAME_SAMPLES):
-            block = pcm[start * SAMPLE_WIDTH : (start + ENCODE_FRAME_SAMPLES) * SAMPLE_WIDTH]
-            frame = av.AudioFrame(format="s16", layout="mono", samples=len(block) // SAMPLE_WIDTH)
-            frame.planes[0].update(block)
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = start
-            container.mux(stream.encode(frame))
+        # In frames of at most ENCODE_FRAME_SAMPLES, from views of the parts: a copy of a 300 s
+        # chunk would be another 9.6 MB held while it is encoded.
+        pts = 0
+        for part in parts:
+            with memoryview(part) as view:
+                for start in range(0, len(view), ENCODE_FRAME_SAMPLES * SAMPLE_WIDTH):
+                    block = view[start : start + ENCODE_FRAME_SAMPLES * SAMPLE_WIDTH]
+                    samples = len(block) // SAMPLE_WIDTH
+                    frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+                    frame.planes[0].update(bytes(block))  # a frame's worth at a time
+                    block.release()
+                    frame.sample_rate = SAMPLE_RATE
+                    frame.pts = pts
+                    pts += samples
+                    container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return out.getvalue()
 
 
-def _check_pcm(pcm: bytes) -> None:
+def _check_pcm(pcm: Pcm) -> None:
     if len(pcm) % SAMPLE_WIDTH:
         raise ValueError(f"canonical PCM has whole 16-bit samples; got {len(pcm)} bytes")

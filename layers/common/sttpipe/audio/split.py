@@ -459,24 +459,27 @@ class _Cutter:
         samples = min(end * FRAME_SAMPLES, len(self._pcm) // SAMPLE_WIDTH)
         speech = self._speech_runs(end)
         sent = self._sent_runs(speech, end)
-        # The last frame of a file may be padded: never read past the samples there are. Views,
-        # so that the chunk's PCM is copied once (the window must be free to shrink after).
-        with memoryview(self._pcm) as window:
-            pcm = b"".join(
-                window[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH]
-                for a, b in sent
-            )
         # What the chunk has of quiet before its first speech, made up to LEAD_IN_MS.
         lead_in_ms = max(0, LEAD_IN_MS - speech[0][0] * FRAME_MS) if speech else 0
-        if lead_in_ms:
-            pcm = bytes(lead_in_ms * SAMPLE_RATE // 1000 * SAMPLE_WIDTH) + pcm
+        lead_in = bytes(lead_in_ms * SAMPLE_RATE // 1000 * SAMPLE_WIDTH)
+        # The last frame of a file may be padded: never read past the samples there are. Hashed
+        # and encoded from views of the window: the chunk's PCM is never copied whole.
+        with memoryview(self._pcm) as window:
+            views = [
+                window[a * FRAME_BYTES : min(b * FRAME_SAMPLES, samples) * SAMPLE_WIDTH]
+                for a, b in sent
+            ]
+            pcm_sha256 = canonical_pcm_sha256(lead_in, *views)
+            flac = encode_flac(lead_in, *views)
+            for view in views:
+                view.release()  # before the window can shrink
         end_ms = self._ms_of_sample(samples)
         chunk = AudioChunk(
             index=self.chunks,
             start_ms=self._start * 1000 // SAMPLE_RATE,
             end_ms=end_ms,
-            pcm_sha256=canonical_pcm_sha256(pcm),
-            flac=encode_flac(pcm),
+            pcm_sha256=pcm_sha256,
+            flac=flac,
             speech_ms=self._speech_frames(end) * FRAME_MS,
             speech=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in speech),
             sent=tuple((self._ms(a), min(self._ms(b), end_ms)) for a, b in sent),

@@ -103,11 +103,13 @@ def api_key_source(settings: Settings) -> ApiKeySource:
 
 def _read_secret(secret_id: str) -> str:
     # Imported here so that importing this module does not pull in boto3.
-    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    from sttpipe.adapters.secrets import read_secret
 
     try:
-        value = parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_S)
-    except parameters.exceptions.GetParameterError as exc:
+        value = read_secret(secret_id, max_age=SECRET_MAX_AGE_S)
+    except GetParameterError as exc:
         raise TransientSpeechError(f"cannot read the speech API key secret {secret_id!r}") from exc
     text = value.decode() if isinstance(value, bytes) else str(value)
     if text == SPEECH_API_KEY_PLACEHOLDER:
