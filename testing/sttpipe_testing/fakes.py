@@ -569,6 +569,7 @@ class SentMessage:
     body: str
     delay_s: int
     attributes: dict[str, str]
+    group_id: str | None = None
 
 
 class InMemoryMessageQueues:
@@ -585,8 +586,9 @@ class InMemoryMessageQueues:
         *,
         delay_s: int = 0,
         attributes: Mapping[str, str] | None = None,
+        group_id: str | None = None,
     ) -> None:
-        self.sent.append(SentMessage(queue_url, body, delay_s, dict(attributes or {})))
+        self.sent.append(SentMessage(queue_url, body, delay_s, dict(attributes or {}), group_id))
 
     def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
         self.hidden[receipt_handle] = seconds

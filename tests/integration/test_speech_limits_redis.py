@@ -22,6 +22,7 @@ from sttpipe.speech.base import (
     PermanentSpeechError,
     SpeechBackPressure,
     TransientSpeechError,
+    priority_scope,
 )
 from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
@@ -111,6 +112,66 @@ def test_a_free_slot_goes_to_the_highest_priority_waiter(namespace: str) -> None
     assert shared.try_acquire("high", 0)
     shared.release("high")
     assert shared.try_acquire("low", 2)
+
+
+def test_a_free_slot_goes_to_the_tenant_holding_the_fewest(namespace: str) -> None:
+    """Fair share: a tenant's backlog of waiters does not hold every slot against another's."""
+    shared, _ = _container(namespace, LimitPolicy(max_limit=2, stale_waiter_s=5.0))
+    assert shared.try_acquire("a1@flood", 1) and shared.try_acquire("a2@flood", 1)
+    for n in range(3, 7):  # the flood's backlog waits first
+        assert not shared.try_acquire(f"a{n}@flood", 1)
+    assert not shared.try_acquire("b1@quiet", 1)
+    shared.release("a1@flood")
+    assert not shared.try_acquire("a3@flood", 1)  # waited longest, but its tenant holds one
+    assert shared.try_acquire("b1@quiet", 1)
+    shared.release("a2@flood")
+    assert shared.try_acquire("a3@flood", 1)  # one each now: then by arrival
+
+
+def test_without_fair_share_the_longest_waiter_is_served_first(namespace: str) -> None:
+    shared, _ = _container(namespace, LimitPolicy(max_limit=1, fair_share=False))
+    assert shared.try_acquire("a1@flood", 1)
+    assert not shared.try_acquire("a2@flood", 1)
+    assert not shared.try_acquire("b1@quiet", 1)
+    shared.release("a1@flood")
+    assert not shared.try_acquire("b1@quiet", 1)
+    assert shared.try_acquire("a2@flood", 1)
+
+
+def test_a_quiet_tenants_calls_pass_a_flooding_tenants_backlog(namespace: str) -> None:
+    """Eight callers of one tenant flood two slots; a second tenant's three calls, asked for
+    after the whole flood, are each served before the flood's next ones, not after them."""
+    policy = LimitPolicy(max_limit=2, stale_waiter_s=5.0)
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def call(tenant: str, n: int, limiter: FleetLimiter) -> None:
+        with priority_scope(1, tenant), limiter.slot(30):
+            with lock:
+                started.append(tenant)
+            threading.Event().wait(0.05)
+
+    flood = [
+        threading.Thread(target=call, args=("flood", n, _container(namespace, policy)[1]))
+        for n in range(8)
+    ]
+    for t in flood:
+        t.start()
+    for _ in range(1000):  # until the flood holds both slots and six of it wait
+        if len(started) == 2:
+            break
+        threading.Event().wait(0.005)
+    quiet = [
+        threading.Thread(target=call, args=("quiet", n, _container(namespace, policy)[1]))
+        for n in range(3)
+    ]
+    for t in quiet:
+        t.start()
+    for t in flood + quiet:
+        t.join()
+    # Each quiet call gets one of the next slots to free: within the first 2 + 2 * 3 starts.
+    assert max(i for i, tenant in enumerate(started) if tenant == "quiet") < 2 + 2 * 3
+    assert started[-1] == "flood"
 
 
 def test_a_waiter_that_stopped_asking_does_not_block_the_queue(namespace: str) -> None:

@@ -30,6 +30,19 @@ def test_send_carries_the_delay_and_string_attributes(sqs: SQSClient) -> None:
     assert message["MessageAttributes"]["stt-deferrals"]["StringValue"] == "2"
 
 
+def test_a_message_on_a_standard_queue_goes_in_its_tenants_group(sqs: SQSClient) -> None:
+    """SQS fair queues: the group of a standard queue's message names its tenant."""
+    url = sqs.create_queue(QueueName="chunks")["QueueUrl"]
+    queues = SqsMessageQueues(sqs)
+    queues.send(url, "acme's", group_id="acme")
+    queues.send(url, "no tenant")
+    received = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["MessageGroupId"]
+    )["Messages"]
+    groups = {m["Body"]: m.get("Attributes", {}).get("MessageGroupId") for m in received}
+    assert groups == {"acme's": "acme", "no tenant": None}
+
+
 def test_hide_replaces_the_visibility_timeout_for_this_delivery(sqs: SQSClient) -> None:
     url = sqs.create_queue(QueueName="chunks", Attributes={"VisibilityTimeout": "1800"})["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="retry me")

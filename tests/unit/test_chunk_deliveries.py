@@ -162,6 +162,7 @@ def test_the_last_failed_delivery_answers_the_task_and_dead_letters_the_message(
 def test_a_chunk_the_api_was_not_called_for_goes_back_as_a_delayed_copy() -> None:
     busy = SpeechBackPressure("circuit open", retry_after_s=7.2)
     deliveries = Deliveries(FakeTranscriber([busy]))
+    deliveries.world.chunk = deliveries.world.chunk.model_copy(update={"tenant_id": "acme"})
     delivery = deliveries.delivery(receive=3, deferrals=1)  # even on the last receive
     deliveries.service.handle(delivery, remaining_s=100)
 
@@ -172,6 +173,7 @@ def test_a_chunk_the_api_was_not_called_for_goes_back_as_a_delayed_copy() -> Non
         8,
     )
     assert sent.attributes == {DEFERRALS_ATTRIBUTE: "2"}
+    assert sent.group_id == "acme"  # in its tenant's message group, as the state machine sent it
     assert deliveries.world.workflow.answers == {}
 
 

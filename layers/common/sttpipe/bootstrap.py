@@ -198,6 +198,7 @@ class Container:
             decrease=settings.speech_limit_decrease,
             hold_s=settings.speech_limit_hold_s,
             lease_s=settings.speech_lease_s,
+            fair_share=settings.speech_fair_share,
         )
         shared = RedisSlots(self.redis, settings.cache_namespace, policy) if self.redis else None
         return FleetLimiter(shared, LocalSlots(policy), redis_cooldown_s=settings.cache_cooldown_s)

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     speech_limit_min: int = Field(default=1, ge=1)
     speech_limit_decrease: float = Field(default=0.5, gt=0, lt=1)
     speech_limit_hold_s: float = Field(default=2.0, ge=0)
+    # Waiters for a slot are served by their tenant's share of the slots (then by arrival).
+    speech_fair_share: bool = True
     # A slot not released for this long is a dead worker's; keep above the worker's timeout.
     speech_lease_s: float = Field(default=330.0, gt=0)
     speech_slot_wait_s: float = Field(default=60.0, ge=0)

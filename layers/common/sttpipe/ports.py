@@ -178,8 +178,11 @@ class MessageQueues(Protocol):
         *,
         delay_s: int = 0,
         attributes: Mapping[str, str] | None = None,
+        group_id: str | None = None,
     ) -> None:
-        """`attributes` become String message attributes (the body is a validated schema)."""
+        """`attributes` become String message attributes (the body is a validated schema);
+        `group_id` is the tenant on a standard queue (SQS fair queues: one tenant's backlog
+        does not delay another's messages)."""
         ...
 
     def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:

@@ -12,6 +12,7 @@ import boto3
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_sqs.type_defs import SendMessageRequestTypeDef
 
 _ATTRIBUTES: dict[str, QueueAttributeNameType] = {
     "visible": "ApproximateNumberOfMessages",
@@ -54,16 +55,20 @@ class SqsMessageQueues:
         *,
         delay_s: int = 0,
         attributes: Mapping[str, str] | None = None,
+        group_id: str | None = None,
     ) -> None:
-        self._sqs.send_message(
-            QueueUrl=queue_url,
-            MessageBody=body,
-            DelaySeconds=max(0, min(self.MAX_DELAY_S, delay_s)),
-            MessageAttributes={
+        message: SendMessageRequestTypeDef = {
+            "QueueUrl": queue_url,
+            "MessageBody": body,
+            "DelaySeconds": max(0, min(self.MAX_DELAY_S, delay_s)),
+            "MessageAttributes": {
                 name: {"DataType": "String", "StringValue": value}
                 for name, value in (attributes or {}).items()
             },
-        )
+        }
+        if group_id:
+            message["MessageGroupId"] = group_id
+        self._sqs.send_message(**message)
 
     def hide(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
         self._sqs.change_message_visibility(

@@ -97,7 +97,7 @@ class ChunkDeliveryService:
         # Waiters for a fleet-wide speech API slot are served high before normal before low.
         rank = list(Priority).index(priority or Priority.NORMAL)
         try:
-            with priority_scope(rank):
+            with priority_scope(rank, task.chunk.tenant_id):
                 self._worker.process(
                     task,
                     receive_count=delivery.receive_count,
@@ -105,7 +105,7 @@ class ChunkDeliveryService:
                     may_defer=delivery.deferrals < self._settings.max_deferrals,
                 )
         except ChunkDeferred as deferred:
-            self._defer(delivery, priority, deferred.delay_s)
+            self._defer(delivery, priority, deferred.delay_s, task.chunk.tenant_id)
         except ChunkGaveUp as gave_up:
             self._dead_letter(delivery, priority, str(gave_up))
         except ChunkRetryLater:
@@ -151,9 +151,12 @@ class ChunkDeliveryService:
             raise MalformedMessage(f"no dead-letter queue configured for this queue: {reason}")
         self._queues.send(url, delivery.body, attributes={REASON_ATTRIBUTE: reason[:_REASON_CHARS]})
 
-    def _defer(self, delivery: ChunkDelivery, priority: Priority | None, delay_s: float) -> None:
+    def _defer(
+        self, delivery: ChunkDelivery, priority: Priority | None, delay_s: float, tenant: str
+    ) -> None:
         # A fresh copy, delayed, rather than a visibility change: a changed visibility still
         # counts a receive on the next delivery, and enough of those would DLQ a healthy chunk.
+        # In its tenant's message group, as the state machine sent it (SQS fair queues).
         if priority is None:
             raise ChunkRetryLater("deferred, but the message's queue is not a known one")
         self._queues.send(
@@ -161,6 +164,7 @@ class ChunkDeliveryService:
             delivery.body,
             delay_s=math.ceil(delay_s),
             attributes={DEFERRALS_ATTRIBUTE: str(delivery.deferrals + 1)},
+            group_id=tenant,
         )
 
     def _back_off(self, delivery: ChunkDelivery, priority: Priority | None) -> None:

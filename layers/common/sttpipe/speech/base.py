@@ -76,22 +76,31 @@ class PayloadTooLargeError(PermanentSpeechError):
     """413: the chunk is over the API's size limit."""
 
 
-# The priority of the chunk being transcribed (0 high, 1 normal, 2 low): waiters for a fleet
-# slot are served in this order. A context variable, because the Transcriber interface is about
-# the audio, not the job; the worker handler sets it per message.
+# The priority of the chunk being transcribed (0 high, 1 normal, 2 low) and its job's tenant:
+# waiters for a fleet slot are served in priority order, then by their tenant's share of the
+# slots. Context variables, because the Transcriber interface is about the audio, not the job;
+# the worker handler sets them per message.
 _priority: ContextVar[int] = ContextVar("speech_priority", default=1)
+_tenant: ContextVar[str] = ContextVar("speech_tenant", default="")
 
 
 @contextmanager
-def priority_scope(rank: int) -> Iterator[None]:
-    """Speech calls in the block wait for a fleet slot with this priority rank (0 first)."""
-    token = _priority.set(rank)
+def priority_scope(rank: int, tenant: str = "") -> Iterator[None]:
+    """Speech calls in the block wait for a fleet slot with this priority rank (0 first), on
+    behalf of `tenant`."""
+    tokens = _priority.set(rank), _tenant.set(tenant)
     try:
         yield
     finally:
-        _priority.reset(token)
+        _priority.reset(tokens[0])
+        _tenant.reset(tokens[1])
 
 
 def current_priority() -> int:
     """The rank set by the innermost priority_scope (1, normal, outside any)."""
     return _priority.get()
+
+
+def current_tenant() -> str:
+    """The tenant set by the innermost priority_scope ("" outside any)."""
+    return _tenant.get()

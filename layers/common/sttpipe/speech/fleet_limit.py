@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Protocol
 import redis
 
 from sttpipe.domain.transcripts import Transcription
-from sttpipe.speech.base import SpeechBackPressure, Transcriber, current_priority
+from sttpipe.speech.base import (
+    SpeechBackPressure,
+    Transcriber,
+    current_priority,
+    current_tenant,
+)
 from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
 
 if TYPE_CHECKING:
@@ -52,13 +57,46 @@ redis.call('PEXPIRE', KEYS[4], ARGV[2])
 local max = tonumber(ARGV[3])
 local limit = math.min(max, tonumber(redis.call('HGET', KEYS[2], 'limit') or max))
 local free = math.max(1, math.floor(limit)) - redis.call('ZCARD', KEYS[1])
--- Free slots go to the first waiters: higher priority first, then the longest waiting.
-if free > 0 and redis.call('ZRANK', KEYS[3], ARGV[1]) < free then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+if free <= 0 then
+  return 0
+end
+-- Free slots go to the first waiters: higher priority first, then (fair share) the waiter whose
+-- tenant would hold the fewest slots, its earlier waiters counted, then the longest waiting.
+-- A member is "<unique id>@<tenant>".
+local function tenant_of(member)
+  local at = string.find(member, '@', 1, true)
+  if ARGV[6] ~= '1' or not at then
+    return ''
+  end
+  return string.sub(member, at + 1)
+end
+local held = {}
+for _, lease in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tenant = tenant_of(lease)
+  held[tenant] = (held[tenant] or 0) + 1
+end
+local waiting = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+local order = {}
+for i = 1, #waiting, 2 do
+  local member, score = waiting[i], tonumber(waiting[i + 1])
+  local tenant = tenant_of(member)
+  local share = held[tenant] or 0
+  held[tenant] = share + 1
+  order[#order + 1] = {math.floor(score / 1e13), share, score, member}
+end
+table.sort(order, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+for i = 1, math.min(free, #order) do
+  if order[i][4] == ARGV[1] then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+  end
 end
 return 0
 """
@@ -91,6 +129,9 @@ class LimitPolicy:
     hold_s: float = 2.0  # at most one cut per this many seconds
     lease_s: float = 330.0  # a slot held longer than this is taken to be a dead worker's
     stale_waiter_s: float = 2.0  # a waiter that has not asked again for this long has left
+    # Waiters of a priority are served by their tenant's share of the slots first, so that one
+    # tenant's backlog cannot hold every slot; off: by arrival only.
+    fair_share: bool = True
 
 
 class Slots(Protocol):
@@ -131,7 +172,8 @@ class RedisSlots:
         p = self._policy
         lease_ms = max(1, round(p.lease_s * 1000))
         keys = [self._leases_key, self._state_key, self._waiters_key, self._seen_key]
-        args: list[str | int] = [lease_id, lease_ms, p.max_limit, rank, self._stale_ms]
+        fair = int(p.fair_share)
+        args: list[str | int] = [lease_id, lease_ms, p.max_limit, rank, self._stale_ms, fair]
         return bool(self._acquire(keys=keys, args=args))
 
     def withdraw(self, lease_id: str) -> None:
@@ -231,7 +273,7 @@ class FleetLimiter:
     @contextmanager
     def slot(self, wait_s: float) -> Iterator[None]:
         """Hold one slot for the block; raises SpeechBackPressure if none frees within wait_s."""
-        lease_id = uuid.uuid4().hex
+        lease_id = f"{uuid.uuid4().hex}@{current_tenant()}"  # the tenant for the fair share
         rank = current_priority()
         deadline = self._clock() + wait_s
         while (backend := self._try(lease_id, rank)) is None:
