@@ -32,6 +32,7 @@ from tqdm import tqdm
 from localcloud.client import FINAL_STATUSES, JobResult, JobTimeout, PipelineClient
 from localcloud.services import ServiceUnavailable
 from localcloud.users import UserNotAdded
+from sttpipe.domain.keys import TRANSCRIPT_FORMATS
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample.flac"
@@ -458,14 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="transcribe local files",
         description="Upload each FILE through a pre-signed POST (all of them first: their jobs "
-        "run together), follow the jobs, write <name>.txt/.json/.srt/.vtt to --out and print "
+        "run together), follow the jobs, write <name>.txt/.json/.srt/.vtt/.tsv to --out and print "
         "the texts. Exit status: 0 completed, 1 a job failed (the reason on stderr), 2 some "
         "chunks failed.",
     )
     transcribe.add_argument("files", type=Path, nargs="+", metavar="FILE")
     transcribe.add_argument(
         "--output-format",
-        choices=["txt", "json", "srt", "vtt", "all"],
+        choices=[*TRANSCRIPT_FORMATS, "all"],
         default="all",
         help="the transcript format(s) to write into --out, as <file name>.<format> (default: all)",
     )

@@ -63,7 +63,7 @@ def test_the_same_file_uploaded_again_makes_no_speech_api_call(
     assert stats["speech_api_calls"] == 0
     assert stats["upload_cache_hit"] in ("L1", "L2", "L3")
     assert again.job["stats"] == stats
-    assert set(again.files) == {"txt", "json", "srt", "vtt"}
+    assert set(again.files) == {"txt", "json", "srt", "vtt", "tsv"}
 
 
 def test_a_lossless_copy_in_another_container_reuses_every_chunk(

@@ -67,7 +67,7 @@ def test_sample_becomes_a_transcript_in_every_format(
 
     assert result.status == "COMPLETED", result.job.get("failure_reason")
     assert word_error_rate(SAMPLE_TEXT.read_text(), result.text) < 0.15
-    assert set(result.files) == {"txt", "json", "srt", "vtt"}
+    assert set(result.files) == {"txt", "json", "srt", "vtt", "tsv"}
 
     document = json.loads(result.files["json"].read_text())
     stats = document["stats"]
@@ -88,6 +88,7 @@ def test_sample_becomes_a_transcript_in_every_format(
     assert starts == sorted(starts) and all(s < e for s, e in zip(starts, ends, strict=True))
     assert ends[-1] <= chunks[-1]["end_ms"] / 1000 + 0.001
     assert result.files["vtt"].read_text().startswith("WEBVTT")
+    assert result.files["tsv"].read_text().startswith("start\tend\ttext\n")
 
 
 def test_a_job_without_language_detects_it_once_and_pins_it(

@@ -96,7 +96,7 @@ def test_page_uploads_follows_and_shows_the_transcript(
         expected = SAMPLE.with_suffix(".txt").read_text().lower().split()
         assert sum(word in transcript for word in expected[:20]) >= 15
         links = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.download)")
-        assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt")]
+        assert links == [f"transcript.{f}" for f in ("txt", "json", "srt", "vtt", "tsv")]
         assert page.locator("#chunks span.DONE").count() >= 1
         assert page.is_hidden("#rerun")
         # The recording plays beside its lines, each with the time it starts at.

@@ -108,6 +108,7 @@ def test_all_chunks_done_completes_the_job_with_every_format(world: World) -> No
     assert {"split_seconds", "transcribe_seconds", "merge_seconds"} <= set(stats)
     assert stats["runs"] == 1
     assert store.get_bytes(keys.transcript(JOB_ID, "vtt")).decode().startswith("WEBVTT")
+    assert store.get_bytes(keys.transcript(JOB_ID, "tsv")).decode().startswith("start\tend\t")
     view = jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.COMPLETED
     assert workflow.answers[token].succeeded

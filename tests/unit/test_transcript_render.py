@@ -9,7 +9,14 @@ import pytest
 
 from sttpipe.domain.models import ChunkTranscript, Segment
 from sttpipe.domain.transcripts import FailedChunk, Transcript
-from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
+from sttpipe.transcript import (
+    assemble,
+    render_json,
+    render_srt,
+    render_tsv,
+    render_txt,
+    render_vtt,
+)
 from sttpipe.transcript.render import clock
 
 SRT_TIME = re.compile(r"^(\d{2,}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2,}):(\d{2}):(\d{2}),(\d{3})$")
@@ -97,6 +104,15 @@ def test_vtt_has_header_escapes_markup_and_parses_back(transcript: Transcript) -
     assert cues[-1][1:] == (3_700_500, 3_704_250, "A &lt;b&gt; &amp; C --&gt; D")
     srt_cues = parse_cues(render_srt(transcript), SRT_TIME)
     assert [c[1:3] for c in cues] == [c[1:3] for c in srt_cues]
+
+
+def test_tsv_is_whispers_start_end_text_in_milliseconds(transcript: Transcript) -> None:
+    header, *rows, last = render_tsv(transcript).split("\n")
+    assert header == "start\tend\ttext" and last == ""
+    cells = [row.split("\t") for row in rows]
+    assert all(len(c) == 3 for c in cells)  # a tab in a text would add a column
+    srt_cues = parse_cues(render_srt(transcript), SRT_TIME)
+    assert [(int(s), int(e), t) for s, e, t in cells] == [c[1:] for c in srt_cues]
 
 
 def test_txt_has_a_paragraph_per_chunk_and_a_marker_line(transcript: Transcript) -> None:

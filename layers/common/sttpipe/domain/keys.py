@@ -7,7 +7,7 @@ import re
 UPLOAD_PREFIX = "uploads/"
 WORK_PREFIX = "work/"  # chunks, manifest, chunk results: expire by the bucket's lifecycle rule
 TRANSCRIPT_PREFIX = "transcripts/"
-TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
+TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _UPLOAD_KEY = re.compile(rf"^{UPLOAD_PREFIX}(?P<job_id>[0-9a-f]{{32}})/[^/]+$")

@@ -34,7 +34,14 @@ from sttpipe.ports import (
 )
 from sttpipe.services.manifests import load_manifest
 from sttpipe.services.webhooks import JobEndAnnouncer
-from sttpipe.transcript import assemble, render_json, render_srt, render_txt, render_vtt
+from sttpipe.transcript import (
+    assemble,
+    render_json,
+    render_srt,
+    render_tsv,
+    render_txt,
+    render_vtt,
+)
 
 logger = Logger(child=True)
 
@@ -47,6 +54,7 @@ _CONTENT_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
+    "tsv": "text/tab-separated-values; charset=utf-8",
 }
 
 
@@ -209,12 +217,13 @@ class MergeService:
 def write_transcript(
     store: ObjectStore, job_id: str, transcript: Transcript, stats: JobStats
 ) -> None:
-    """The job's transcript.txt/json/srt/vtt (the JSON carries the job's statistics)."""
+    """The job's transcript.txt/json/srt/vtt/tsv (the JSON carries the job's statistics)."""
     rendered = {
         "txt": render_txt(transcript),
         "json": render_json(transcript, stats=stats.as_record()),
         "srt": render_srt(transcript),
         "vtt": render_vtt(transcript),
+        "tsv": render_tsv(transcript),
     }
     for fmt, body in rendered.items():
         store.put_bytes(keys.transcript(job_id, fmt), body.encode(), _CONTENT_TYPES[fmt])

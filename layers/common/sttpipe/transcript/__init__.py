@@ -1,7 +1,8 @@
-"""Assembling a job's chunk transcripts and rendering the result (TXT, JSON, SRT, WebVTT)."""
+"""Assembling a job's chunk transcripts and rendering the result (TXT, JSON, SRT, WebVTT,
+TSV)."""
 
 from sttpipe.transcript.assemble import assemble
-from sttpipe.transcript.render import render_json, render_srt, render_txt, render_vtt
+from sttpipe.transcript.render import render_json, render_srt, render_tsv, render_txt, render_vtt
 from sttpipe.transcript.text import DEFAULT_HALLUCINATIONS, split_cues
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "assemble",
     "render_json",
     "render_srt",
+    "render_tsv",
     "render_txt",
     "render_vtt",
     "split_cues",

@@ -1,4 +1,4 @@
-"""Render a transcript as plain text, JSON, SubRip (SRT) and WebVTT."""
+"""Render a transcript as plain text, JSON, SubRip (SRT), WebVTT and TSV (Whisper's)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,13 @@ def render_vtt(transcript: Transcript) -> str:
         for n, i in enumerate(_timeline(transcript), start=1)
     )
     return "WEBVTT\n\n" + cues
+
+
+def render_tsv(transcript: Transcript) -> str:
+    """Whisper's TSV: a header, then start and end in whole milliseconds and the text of each
+    cue (the timeline has its whitespace collapsed, so no tab or newline is in a text)."""
+    rows = "".join(f"{i.start_ms}\t{i.end_ms}\t{i.text}\n" for i in _timeline(transcript))
+    return "start\tend\ttext\n" + rows
 
 
 def _vtt_escape(text: str) -> str:
