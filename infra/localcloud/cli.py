@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 import jiwer
@@ -33,6 +33,9 @@ from localcloud.client import FINAL_STATUSES, JobResult, JobTimeout, PipelineCli
 from localcloud.services import ServiceUnavailable
 from localcloud.users import UserNotAdded
 from sttpipe.domain.keys import TRANSCRIPT_FORMATS
+
+if TYPE_CHECKING:
+    from sttpipe.cache import TieredTranscriptCache
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample.flac"
@@ -367,31 +370,53 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
     """The transcript cache's statistics, of `stt up`'s local cloud or of the servers named."""
-    from pydantic import SecretStr
-
-    from sttpipe.cache import build_transcript_cache, redis_for
-    from sttpipe.config import Settings
-
     state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
-    database = args.database_url or state.get("database")
-    if not database:
+    if not (args.database_url or state.get("database")):
         _err("stt cache stats: no local cloud is up (`stt up`); name --database-url")
         return EXIT_USAGE
+    with _cache(args, state) as cache:
+        print(cache.stats().model_dump_json(indent=2))
+    return EXIT_OK
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    """Empty the cache `stt transcribe` and `stt up` keep between runs (or the one named)."""
+    from localcloud.services import redis_url
+
+    state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
+    args.redis_url = args.redis_url or state.get("redis") or redis_url()
+    args.namespace = args.namespace or LOCAL_CACHE_NAMESPACE
+    with _cache(args, state) as cache:
+        deleted = cache.tiered.clear()
+    _err(f"cache {args.namespace} cleared: {deleted} entries deleted")
+    return EXIT_OK
+
+
+@contextmanager
+def _cache(args: argparse.Namespace, state: dict[str, Any]) -> Iterator[TieredTranscriptCache]:
+    """The transcript cache on the servers named, else on those of `stt up`'s local cloud."""
+    from pydantic import SecretStr
+
+    from sttpipe.cache import CacheUnavailable, build_transcript_cache, redis_for
+    from sttpipe.config import Settings
+
+    database = args.database_url or state.get("database")
     redis = args.redis_url or state.get("redis")
     settings = Settings(
-        database_url=SecretStr(database),
+        database_url=SecretStr(database) if database else None,
+        database_secret_id=None,
         redis_url=SecretStr(redis) if redis else None,
         cache_namespace=args.namespace or state.get("cache_namespace") or "stt",
+        cache_enabled=True,
     )
     cache = build_transcript_cache(settings, redis_for(settings))
-    if cache is None:
-        _err("stt cache stats: the cache is disabled (STT_CACHE_ENABLED)")
-        return EXIT_USAGE
+    assert cache is not None  # enabled above
     try:
-        print(cache.stats().model_dump_json(indent=2))
+        yield cache
+    except CacheUnavailable as exc:
+        raise ServiceUnavailable(f"the transcript cache is not reachable ({exc})") from exc
     finally:
         cache.tiered.close()
-    return EXIT_OK
 
 
 def _version() -> str:
@@ -531,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
     stats.add_argument("--namespace", help="the cache namespace (STT_CACHE_NAMESPACE)")
     stats.set_defaults(func=cmd_cache_stats)
+    clear = cache_commands.add_parser(
+        "clear",
+        parents=[verbose],
+        help="delete every entry of the cache kept between runs",
+        description="Empty the transcript cache `stt transcribe` and `stt up` keep between runs "
+        f"(namespace {LOCAL_CACHE_NAMESPACE} on the local Redis, and on `stt up`'s database "
+        "while it is up), or the one named here: the next run of a recording calls the speech "
+        "API again.",
+    )
+    clear.add_argument("--database-url", help="libpq URL of the job database (L3)")
+    clear.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
+    clear.add_argument("--namespace", help=f"the cache namespace (default {LOCAL_CACHE_NAMESPACE})")
+    clear.set_defaults(func=cmd_cache_clear)
 
     user = commands.add_parser("user", parents=[verbose], help="a deployed stack's users")
     user_commands = user.add_subparsers(dest="user_command", required=True)

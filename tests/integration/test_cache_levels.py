@@ -34,6 +34,7 @@ from sttpipe_testing.fakes import (
     InMemoryWorkflow,
 )
 
+from localcloud import cli
 from localcloud.runtime import LambdaContext
 from sttpipe import bootstrap
 from sttpipe.adapters.database import apply_schema, create_pool
@@ -245,6 +246,30 @@ def test_invalidating_a_model_or_a_pipeline_version_leaves_the_others(fleet: Fle
     assert held(fleet.l2(), old_version) is None and held(fleet.l3(), old_version) is None
     assert held(fleet.l2(), new_model) == "hello" and held(fleet.l3(), new_model) == "hello"
     assert cache.get(old_model, CHUNKS) is None and cache.get(new_model, CHUNKS) is not None
+
+
+def test_stt_cache_clear_empties_its_namespace_at_every_level_and_no_other(
+    fleet: Fleet,
+    pg_conninfo: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(cli, "STATE_FILE", tmp_path / "no-local-cloud-up.json")
+    entries = [chunk_key(fleet, 10), chunk_key(fleet, 11, model="b", version="0")]
+    fleet.container().put_many({k: value() for k in entries}, CHUNKS)
+    elsewhere = Fleet(f"{fleet.namespace}-kept", fleet.redis_url, fleet.pool)
+    kept = chunk_key(elsewhere, 12)
+    elsewhere.container().put_many({kept: value("kept")}, CHUNKS)
+    try:
+        argv = ["cache", "clear", "--namespace", fleet.namespace]
+        argv += ["--redis-url", fleet.redis_url, "--database-url", pg_conninfo]
+        assert cli.main(argv) == cli.EXIT_OK
+        assert all(held(fleet.l2(), k) is None and held(fleet.l3(), k) is None for k in entries)
+        assert held(elsewhere.l2(), kept) == "kept" and held(elsewhere.l3(), kept) == "kept"
+        assert f"cache {fleet.namespace} cleared: 2 entries deleted" in capsys.readouterr().err
+    finally:
+        elsewhere.l2().drop_namespace()
 
 
 def test_forgetting_contents_drops_a_tenants_entries_of_them_at_every_level(fleet: Fleet) -> None:

@@ -138,6 +138,15 @@ def test_a_language_the_local_engine_cannot_hear_is_refused_before_any_cloud_sta
     assert "English only" in err and "--api" in err
 
 
+def test_an_unreachable_cache_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "STATE_FILE", tmp_path / "no-local-cloud-up.json")
+    assert cli.main(["cache", "clear", "--redis-url", "redis://127.0.0.1:1/0"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("stt: the transcript cache is not reachable") and err.count("\n") == 1
+
+
 def test_output_dir_is_whispers_name_for_out() -> None:
     args = cli.build_parser().parse_args(["transcribe", "a.mp3", "--output-dir", "subs"])
     assert args.out == Path("subs")

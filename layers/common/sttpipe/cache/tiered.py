@@ -291,6 +291,14 @@ class TieredCache:
         shared level (the one that holds the most) deleted."""
         if model is None and pipeline_version is None:
             raise ValueError("name a model or a pipeline version")
+        return self._delete_matching(model=model, pipeline_version=pipeline_version)
+
+    def clear(self) -> int:
+        """Delete every entry of the namespace, at every level (`stt cache clear`); returns how
+        many the deepest shared level deleted."""
+        return self._delete_matching(model=None, pipeline_version=None)
+
+    def _delete_matching(self, *, model: str | None, pipeline_version: str | None) -> int:
         deleted = {
             b.level: b.delete_matching(model=model, pipeline_version=pipeline_version)
             for b in reversed(self._levels)
