@@ -23,8 +23,9 @@ from localcloud.provision import ExtraSecret
 from localcloud.services import ServiceUnavailable, ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer, Switches
 from sttpipe.adapters.database import apply_schema
+from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.cache import CacheUnavailable
-from sttpipe.cache.redis import RedisCache, redis_client
+from sttpipe.cache.redis import RedisCache
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,12 @@ from localcloud import cli
 from localcloud.runtime import LambdaContext
 from sttpipe import bootstrap
 from sttpipe.adapters.database import apply_schema, create_pool
+from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.cache import CacheKey, EntryKind, KeyParams, TieredCache, TieredTranscriptCache
 from sttpipe.cache.base import seal, unseal
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.postgres import PostgresCache
-from sttpipe.cache.redis import RedisCache, redis_client
+from sttpipe.cache.redis import RedisCache
 from sttpipe.cache.transcripts import CHUNKS, CacheAdministration
 from sttpipe.config import Settings, get_settings
 from sttpipe.domain import keys

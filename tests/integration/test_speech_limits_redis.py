@@ -14,8 +14,8 @@ import redis
 from sttpipe_testing.audio import tone
 from sttpipe_testing.fakes import FakeTranscriber
 
+from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.audio import encode_flac
-from sttpipe.cache.redis import redis_client
 from sttpipe.domain.models import SpeechCapacity
 from sttpipe.speech.base import (
     AuthenticationError,
@@ -28,6 +28,7 @@ from sttpipe.speech.breaker import Breaker, BreakingTranscriber, circuit_breaker
 from sttpipe.speech.fleet_limit import FleetLimiter, LimitPolicy, LocalSlots, RedisSlots
 from sttpipe.speech.latency import FleetSpeechCapacity, LatencyLog
 from sttpipe.speech.metered import MeteredTranscriber
+from sttpipe.speech.redis_fallback import speech_key
 from tests.unit.test_speech_limits import dead_redis
 
 URL = "redis://127.0.0.1:6379/0"
@@ -43,7 +44,7 @@ def namespace() -> Iterator[str]:
         pytest.skip(f"no Redis on {URL}: {exc}")
     yield name
     keys = ("leases", "limit", "waiters", "waiters-seen", "breaker", "breaker:trial")
-    client.delete(*(f"{name}:speech:{k}" for k in keys))
+    client.delete(*(speech_key(name, k) for k in keys))
     client.close()
 
 
@@ -387,4 +388,4 @@ def test_the_fleet_learns_the_apis_latency_and_sizes_by_its_current_limit(namesp
         assert len(log.samples()) == 12
         assert measured.limit == 2 and measured.fixed_s < 0.5 and measured.tail >= 1.0
     finally:
-        redis_client(URL, 2.0).delete(f"{namespace}:speech:latency")
+        redis_client(URL, 2.0).delete(speech_key(namespace, "latency"))

@@ -12,7 +12,7 @@ import pytest
 import redis
 from sttpipe_testing.fakes import FakeTranscriber
 
-from sttpipe.cache.redis import redis_client
+from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.speech.base import AuthenticationError, SpeechBackPressure, TransientSpeechError
 from sttpipe.speech.breaker import (
     BreakingTranscriber,

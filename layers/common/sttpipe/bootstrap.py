@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable
 from functools import cache, cached_property
 
-import redis
 from aws_lambda_powertools import Logger
 
 from sttpipe.adapters.eventbridge import EventBridgePublisher
 from sttpipe.adapters.metrics import PowertoolsRecorder, cache_metric_sink
 from sttpipe.adapters.postgres import PostgresWebhookKeys, job_repository_from_settings
+from sttpipe.adapters.redis_connection import RedisClient
 from sttpipe.adapters.s3 import S3ObjectStore
 from sttpipe.adapters.secrets import signing_key_source
 from sttpipe.adapters.sqs import SqsMessageQueues, SqsQueueStats
@@ -135,7 +135,7 @@ class Container:
         return EventBridgePublisher(name, self.metrics) if name else None
 
     @cached_property
-    def redis(self) -> redis.Redis | None:
+    def redis(self) -> RedisClient | None:
         """The container's one Redis client: cache L2, fleet limit and circuit breaker."""
         return redis_for(self.settings)
 

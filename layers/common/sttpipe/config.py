@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     cache_share_across_tenants: bool = False
     redis_url: SecretStr | None = None  # redis:// or rediss://; wins over redis_endpoint
     redis_endpoint: str | None = None  # host:port of ElastiCache (TLS), the template's parameter
+    redis_cluster: bool = False  # a Redis Cluster (ElastiCache Serverless, cluster mode enabled)
     cache_l1_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     cache_l1_ttl_s: float = Field(default=3600.0, gt=0)
     cache_l2_ttl_s: float = Field(default=24 * 3600.0, gt=0)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import redis
-
 from sttpipe.adapters.database import conninfo_from_settings, create_pool
+from sttpipe.adapters.redis_connection import RedisClient, redis_client
 from sttpipe.cache.base import MetricSink, no_metrics
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.postgres import PostgresCache
-from sttpipe.cache.redis import RedisCache, redis_client
+from sttpipe.cache.redis import RedisCache
 from sttpipe.cache.tiered import TieredCache
 from sttpipe.cache.transcripts import TieredTranscriptCache
 from sttpipe.config import Settings
@@ -23,15 +22,17 @@ def redis_url(settings: Settings) -> str | None:
     return None
 
 
-def redis_for(settings: Settings) -> redis.Redis | None:
+def redis_for(settings: Settings) -> RedisClient | None:
     """A client on the configured Redis (see redis_url), None without one. A container makes
     one and shares it: the cache, the fleet limit and the circuit breaker all use it."""
     url = redis_url(settings)
-    return redis_client(url, settings.cache_redis_timeout_s) if url else None
+    if not url:
+        return None
+    return redis_client(url, settings.cache_redis_timeout_s, cluster=settings.redis_cluster)
 
 
 def build_transcript_cache(
-    settings: Settings, redis: redis.Redis | None, *, emit: MetricSink = no_metrics
+    settings: Settings, redis: RedisClient | None, *, emit: MetricSink = no_metrics
 ) -> TieredTranscriptCache | None:
     """L1 always, L2 on `redis` (see redis_for) when there is one, L3 when a
     database is configured; None when disabled.

@@ -3,6 +3,10 @@ generation stamp that invalidates other containers' L1, and the shared statistic
 
 Every call has a tight socket timeout and no client-side retry: a slow or dead Redis must cost
 a chunk a fraction of a second, not seconds. Any RedisError becomes CacheUnavailable.
+
+A Redis Cluster (ElastiCache Serverless is always one) is reached through redis-py's cluster
+client: entries spread over its slots, so reads of several go slot by slot (`mget_nonatomic`),
+and the fleet's Lua scripts keep their keys under one hash tag (sttpipe.speech).
 """
 
 from __future__ import annotations
@@ -12,27 +16,15 @@ from contextlib import contextmanager, suppress
 from itertools import islice
 
 import redis
-from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import LockError
 from redis.lock import Lock
-from redis.retry import Retry
 
+from sttpipe.adapters.redis_connection import RedisClient
 from sttpipe.cache.base import CacheBackend, CacheKey, CacheUnavailable, redis_key_pattern
 from sttpipe.domain.transcripts import CacheLevel
 
 _SCAN_BATCH = 500
-
-
-def redis_client(url: str, timeout_s: float) -> redis.Redis:
-    """A client whose every call fails within about `timeout_s` when Redis is down or slow."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-        client_name="sttpipe-cache",
-    )
 
 
 def _batches(names: Iterable[bytes], size: int = _SCAN_BATCH) -> Iterator[list[bytes]]:
@@ -66,7 +58,7 @@ class RedisCache(CacheBackend):
     level = CacheLevel.L2
     coordinates = True
 
-    def __init__(self, client: redis.Redis, namespace: str, ttl_s: float) -> None:
+    def __init__(self, client: RedisClient, namespace: str, ttl_s: float) -> None:
         self._redis = client
         self._namespace = namespace
         self._ttl_ms = max(1, round(ttl_s * 1000))
@@ -81,8 +73,12 @@ class RedisCache(CacheBackend):
     def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, bytes]:
         if not keys:
             return {}
+        names = [k.redis_key for k in keys]
         with _unavailable_on_error():
-            values = self._redis.mget([k.redis_key for k in keys])
+            if isinstance(self._redis, RedisCluster):
+                values = self._redis.mget_nonatomic(names)  # slot by slot
+            else:
+                values = self._redis.mget(names)
         return {k: _bytes(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_many(self, entries: Mapping[CacheKey, bytes]) -> None:

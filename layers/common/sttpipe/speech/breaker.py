@@ -26,6 +26,7 @@ from typing import Protocol
 import redis
 from aws_lambda_powertools import Logger
 
+from sttpipe.adapters.redis_connection import RedisClient
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.speech.base import (
     AuthenticationError,
@@ -33,7 +34,7 @@ from sttpipe.speech.base import (
     Transcriber,
     TransientSpeechError,
 )
-from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
+from sttpipe.speech.redis_fallback import Clock, RedisOrLocal, speech_key
 
 logger = Logger(child=True)
 
@@ -186,7 +187,7 @@ class RedisCircuitBreaker:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str,
         *,
         failures: int,
@@ -194,8 +195,8 @@ class RedisCircuitBreaker:
         trial_lease_s: float,
     ) -> None:
         self._redis = client
-        self._state_key = f"{namespace}:speech:breaker"
-        self._trial_key = f"{namespace}:speech:breaker:trial"
+        self._state_key = speech_key(namespace, "breaker")
+        self._trial_key = speech_key(namespace, "breaker:trial")
         self._threshold = failures
         self._cooldown_s = cooldown_s
         self._cooldown_ms = max(1, round(cooldown_s * 1000))
@@ -293,7 +294,7 @@ class FleetBreaker:
 
 
 def circuit_breaker(
-    client: redis.Redis | None,
+    client: RedisClient | None,
     namespace: str,
     *,
     failures: int,

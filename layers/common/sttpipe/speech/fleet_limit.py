@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import redis
 
+from sttpipe.adapters.redis_connection import RedisClient
 from sttpipe.domain.transcripts import Transcription
 from sttpipe.speech.base import (
     SpeechBackPressure,
@@ -35,7 +36,7 @@ from sttpipe.speech.base import (
     current_priority,
     current_tenant,
 )
-from sttpipe.speech.redis_fallback import Clock, RedisOrLocal
+from sttpipe.speech.redis_fallback import Clock, RedisOrLocal, speech_key
 
 if TYPE_CHECKING:
     import httpx
@@ -157,12 +158,12 @@ class Slots(Protocol):
 class RedisSlots:
     """The fleet-wide slots in Redis (see the module docstring). Raises redis.RedisError."""
 
-    def __init__(self, client: redis.Redis, namespace: str, policy: LimitPolicy) -> None:
+    def __init__(self, client: RedisClient, namespace: str, policy: LimitPolicy) -> None:
         self._redis = client
-        self._leases_key = f"{namespace}:speech:leases"
-        self._state_key = f"{namespace}:speech:limit"
-        self._waiters_key = f"{namespace}:speech:waiters"
-        self._seen_key = f"{namespace}:speech:waiters-seen"
+        self._leases_key = speech_key(namespace, "leases")
+        self._state_key = speech_key(namespace, "limit")
+        self._waiters_key = speech_key(namespace, "waiters")
+        self._seen_key = speech_key(namespace, "waiters-seen")
         self._policy = policy
         self._stale_ms = max(1000, round(policy.stale_waiter_s * 1000))
         self._acquire = client.register_script(_ACQUIRE)

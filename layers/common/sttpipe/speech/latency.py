@@ -14,8 +14,10 @@ import statistics
 import redis
 from aws_lambda_powertools import Logger
 
+from sttpipe.adapters.redis_connection import RedisClient
 from sttpipe.domain.models import SpeechCapacity
 from sttpipe.speech.fleet_limit import FleetLimiter
+from sttpipe.speech.redis_fallback import speech_key
 
 logger = Logger(child=True)
 
@@ -31,9 +33,9 @@ Sample = tuple[float, float]  # (audio seconds, latency seconds)
 class LatencyLog:
     """The recent calls, in a capped Redis list shared by the fleet."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str) -> None:
         self._redis = client
-        self._key = f"{namespace}:speech:latency"
+        self._key = speech_key(namespace, "latency")
 
     def record(self, audio_s: float, latency_s: float) -> None:
         try:

@@ -22,6 +22,12 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 
+def speech_key(namespace: str, name: str) -> str:
+    """A key of the fleet's speech coordination. All share one hash tag, `{<namespace>:speech}`,
+    so that a Lua script's keys are in one slot of a Redis Cluster."""
+    return f"{{{namespace}:speech}}:{name}"
+
+
 class RedisOrLocal(Generic[T]):
     """The shared backend (in Redis), or the local one (this container's) for `cooldown_s`
     after the shared one failed; always the local one without a shared backend.
