@@ -41,7 +41,7 @@ from sttpipe_testing.fakes import (
 
 from localcloud.services import ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer
-from sttpipe.adapters.database import apply_schema
+from sttpipe.adapters.migrations import migrate
 from sttpipe.cache import TieredCache, build_transcript_cache, redis_for
 from sttpipe.cache.base import seal
 from sttpipe.cache.transcripts import CHUNKS
@@ -355,7 +355,7 @@ def main() -> None:
     args = parser.parse_args()
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     with scratch_database("sttbench") as database, tempfile.TemporaryDirectory() as tmp:
-        apply_schema(database.url)
+        migrate(database.url)
         settings = Settings(
             database_url=SecretStr(database.url),
             redis_url=SecretStr(ensure_redis()),

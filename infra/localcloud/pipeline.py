@@ -22,7 +22,7 @@ from localcloud.cloud import DEFAULT_TEMPLATE, LocalCloud
 from localcloud.provision import ExtraSecret
 from localcloud.services import ServiceUnavailable, ensure_redis, scratch_database
 from localcloud.speech_server import SpeechServer, Switches
-from sttpipe.adapters.database import apply_schema
+from sttpipe.adapters.migrations import migrate
 from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.cache import CacheUnavailable
 from sttpipe.cache.redis import RedisCache
@@ -81,7 +81,7 @@ class LocalPipeline:
     def __enter__(self) -> LocalPipeline:
         try:
             database = self._exit.enter_context(scratch_database())
-            apply_schema(database.url)
+            migrate(database.url)
             self.database_url = database.url
             cache_env = self._cache_env()
             api_key = secrets.token_urlsafe(24)

@@ -37,7 +37,8 @@ from sttpipe_testing.fakes import (
 from localcloud import cli
 from localcloud.runtime import LambdaContext
 from sttpipe import bootstrap
-from sttpipe.adapters.database import apply_schema, create_pool
+from sttpipe.adapters.database import create_pool
+from sttpipe.adapters.migrations import migrate
 from sttpipe.adapters.redis_connection import redis_client
 from sttpipe.cache import CacheKey, EntryKind, KeyParams, TieredCache, TieredTranscriptCache
 from sttpipe.cache.base import seal, unseal
@@ -83,7 +84,7 @@ def pg_conninfo() -> Iterator[str]:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
             conninfo = make_conninfo(DATABASE_URL, options=f"-c search_path={schema}")
-            apply_schema(conninfo)
+            migrate(conninfo)
             yield conninfo
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

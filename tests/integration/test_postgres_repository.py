@@ -24,7 +24,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 from sttpipe_testing.fakes import InMemoryJobRepository, InMemoryWebhookKeys
 
-from sttpipe.adapters.database import apply_schema, conninfo_from_secret, create_pool, schema_sql
+from sttpipe.adapters.database import conninfo_from_secret, create_pool
+from sttpipe.adapters.migrations import migrate
 from sttpipe.adapters.postgres import (
     PostgresJobRepository,
     PostgresWebhookKeys,
@@ -52,7 +53,7 @@ PENDING = ChunkState.PENDING
 
 @pytest.fixture(scope="session")
 def pg_conninfo() -> Iterator[str]:
-    """A conninfo whose search_path is a fresh schema holding the applied schema.sql."""
+    """A conninfo whose search_path is a fresh schema, migrated."""
     try:
         admin = psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -66,7 +67,7 @@ def pg_conninfo() -> Iterator[str]:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
             conninfo = make_conninfo(DATABASE_URL, options=f"-c search_path={schema}")
-            apply_schema(conninfo)
+            migrate(conninfo)
             yield conninfo
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -484,17 +485,19 @@ def test_a_database_from_before_reruns_and_prompts_gains_their_columns() -> None
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
             conninfo = make_conninfo(DATABASE_URL, options=f"-c search_path={schema}")
-            apply_schema(conninfo)
+            migrate(conninfo)
             job = new_job("old")
             with psycopg.connect(conninfo) as conn:
-                # As it was before re-runs and prompts.
+                # As it was before re-runs and prompts, made by hand from the schema file of
+                # then (before numbered migrations: no schema_migrations table).
                 conn.execute("ALTER TABLE jobs DROP COLUMN runs, DROP COLUMN prompt")
+                conn.execute("DROP TABLE schema_migrations, webhook_keys")
                 conn.execute(
                     "INSERT INTO jobs (job_id, filename, upload_key, created_at, updated_at,"
                     " status) VALUES (%s, 'a.mp3', 'k', now(), now(), 'PARTIAL')",
                     (job.job_id,),
                 )
-            apply_schema(conninfo)
+            assert migrate(conninfo) == [1, 2]
             repo = PostgresJobRepository(create_pool(conninfo, max_size=1))
             try:
                 view = repo.get(job.job_id)
@@ -544,22 +547,6 @@ def test_concurrent_first_uses_make_one_key(webhook_keys: WebhookKeyStore, tenan
     made: list[bool] = []
     run_threads(*[lambda: made.append(webhook_keys.get_or_create(tenant)[1])] * 4)
     assert sorted(made) == [False, False, False, True]
-
-
-@pytest.mark.integration
-def test_schema_applies_again_and_concurrently(pg_conninfo: str) -> None:
-    run_threads(*[partial(apply_schema, pg_conninfo)] * 4)
-    with psycopg.connect(pg_conninfo) as conn:
-        tables = conn.execute(
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = current_schema() ORDER BY 1"
-        ).fetchall()
-    assert ("jobs",) in tables and ("job_chunks",) in tables
-
-
-def test_infra_schema_is_the_packaged_one() -> None:
-    assert (REPO_ROOT / "infra" / "schema.sql").read_text(encoding="utf-8") == schema_sql()
-    assert "CREATE TABLE IF NOT EXISTS jobs" in schema_sql()
 
 
 @pytest.mark.integration

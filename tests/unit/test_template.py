@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sttpipe.adapters.migrations import latest_version
 from sttpipe.config import Settings
 from sttpipe.speech.cloudru import SPEECH_API_KEY_PLACEHOLDER
 
@@ -81,10 +82,19 @@ def test_every_function_but_the_api_and_the_scheduled_ones_is_fed_by_sqs(
         "ApiFunction": {"HttpApi"},
         "CacheWarmerFunction": {"Schedule"},
         "ReconcilerFunction": {"Schedule"},
+        "MigrationsFunction": set(),  # CloudFormation calls it: the DatabaseSchema resource
     }
     for name, props in _functions(template).items():
-        kinds = {e["Type"] for e in props["Events"].values()}
+        kinds = {e["Type"] for e in props.get("Events", {}).values()}
         assert kinds == own_trigger.get(name, {"SQS"}), name
+
+
+def test_each_deploy_that_brings_a_migration_migrates_the_database(
+    template: dict[str, Any],
+) -> None:
+    schema = template["Resources"]["DatabaseSchema"]
+    assert schema["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["MigrationsFunction", "Arn"]}
+    assert schema["Properties"]["SchemaVersion"] == str(latest_version())
 
 
 def test_high_priority_gets_the_most_workers(template: dict[str, Any]) -> None:
@@ -112,7 +122,7 @@ def test_queue_visibility_covers_the_consuming_function(template: dict[str, Any]
     resources = template["Resources"]
     default_timeout = template["Globals"]["Function"]["Timeout"]
     for props in _functions(template).values():
-        for event in props["Events"].values():
+        for event in props.get("Events", {}).values():
             if event["Type"] != "SQS":
                 continue
             queue = resources[event["Properties"]["Queue"]["Fn::GetAtt"][0]]

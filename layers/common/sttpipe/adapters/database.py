@@ -1,10 +1,10 @@
 """PostgreSQL plumbing shared by the job repository and the cache's L3: where to connect (a URL,
-or the RDS secret read through Powertools), a pool sized for one Lambda container, the schema."""
+or the RDS secret read through Powertools), a pool sized for one Lambda container. The schema is
+in sttpipe.adapters.migrations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -13,22 +13,6 @@ from psycopg_pool import ConnectionPool
 
 from sttpipe.adapters.secrets import read_secret
 from sttpipe.config import Settings
-
-# Any constant will do: it only keeps two concurrent apply_schema() calls from racing on
-# CREATE TABLE IF NOT EXISTS, which is not safe against itself.
-_SCHEMA_LOCK_KEY = 0x5777_0001
-
-
-def schema_sql() -> str:
-    """The schema DDL, read from the package so that it travels inside the Lambda layer."""
-    return files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-
-
-def apply_schema(conninfo: str) -> None:
-    """Create the tables and indexes that do not exist yet (safe to run again and concurrently)."""
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        conn.execute(schema_sql().encode())  # no parameters: may hold several statements
 
 
 def create_pool(

@@ -1,4 +1,4 @@
-"""L3: the `chunk_cache` table of the job database (schema.sql), through its own small pool.
+"""L3: the `chunk_cache` table of the job database (its migrations), through its own small pool.
 
 Its own pool (built with a statement timeout by sttpipe.adapters.database.create_pool), not the
 job repository's, so that a short wait for a connection bounds every cache query while job updates

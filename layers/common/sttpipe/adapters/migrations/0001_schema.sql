@@ -1,6 +1,6 @@
--- The job database (RDS PostgreSQL). Idempotent: apply_schema() runs it on every deploy/start.
--- This file ships inside the layer (sttpipe/adapters/schema.sql); infra/schema.sql links here.
--- Table names are unqualified so that a caller's search_path picks the schema (tests use that).
+-- Migration 1: the job database (RDS PostgreSQL) as it stood before numbered migrations. Every
+-- statement is idempotent, so that a database made by hand from the old infra/schema.sql takes
+-- it too. Table names are unqualified: a caller's search_path picks the schema (tests use that).
 
 CREATE TABLE IF NOT EXISTS jobs (
     job_id          text        PRIMARY KEY,
@@ -57,14 +57,6 @@ CREATE TABLE IF NOT EXISTS job_content (
     job_id          text NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
     content_sha256  text NOT NULL CHECK (content_sha256 ~ '^[0-9a-f]{64}$'),
     PRIMARY KEY (job_id, content_sha256)
-);
-
--- Each tenant's webhook key generation (sttpipe/services/webhook_keys.py): the secrets are
--- derived from the deployment's signing key and the generation, never stored.
-CREATE TABLE IF NOT EXISTS webhook_keys (
-    tenant_id   text        PRIMARY KEY,
-    generation  integer     NOT NULL CHECK (generation >= 1),
-    rotated_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- L3 of the transcript cache (sttpipe/cache/postgres.py): content-addressed entries, one per

@@ -1,1 +1,0 @@
-../layers/common/sttpipe/adapters/schema.sql
