@@ -5,7 +5,9 @@ stt demo            the bundled sample, with its word error rate
 stt up              keep a local cloud running (for a browser, or many `stt transcribe`)
 stt rerun JOB_ID    transcribe a PARTIAL or FAILED job's failed chunks again (on `stt up`'s cloud)
 stt cache stats     the transcript cache's hits, misses and size
+stt cache clear     forget what earlier runs transcribed
 stt user add EMAIL --tenant T --stack S   a tenant's user on a deployed stack
+stt login --stack S                       sign in to a deployed stack (then --api needs no token)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import jiwer
 from tqdm import tqdm
 
 from localcloud.client import FINAL_STATUSES, JobResult, JobTimeout, PipelineClient
+from localcloud.login import SignInFailed
 from localcloud.services import ServiceUnavailable
 from localcloud.users import UserNotAdded
 from sttpipe.domain.keys import TRANSCRIPT_FORMATS
@@ -135,13 +138,24 @@ def _running_api() -> tuple[str, str] | None:
     return str(state["api_url"]), str(state["token"])
 
 
+def _token_for(args: argparse.Namespace) -> str | None:
+    """--token (or $STT_TOKEN), else the ID token `stt login` keeps for --api."""
+    if args.token:
+        return str(args.token)
+    import boto3
+
+    from localcloud.login import CredentialStore, id_token
+
+    return id_token(CredentialStore(), args.api, lambda region: boto3.client("cognito-idp", region))
+
+
 @contextmanager
 def _pipeline_api(
     args: argparse.Namespace, *, shared_cache: bool = True
 ) -> Iterator[tuple[str, str | None]]:
     """An API URL and token: the one named, the one `stt up` runs, or a new local cloud (on
     the cache `stt` keeps between runs, or on an empty one of its own)."""
-    running = (args.api, args.token) if args.api else _running_api()
+    running = (args.api, _token_for(args)) if args.api else _running_api()
     if running:
         _err(f"using the local cloud at {running[0]}")
         yield running
@@ -260,7 +274,7 @@ def output_names(paths: list[Path]) -> list[str]:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     # Never a new local cloud: the job lives in the one that ran it.
-    running = (args.api, args.token) if args.api else _running_api()
+    running = (args.api, _token_for(args)) if args.api else _running_api()
     if running is None:
         _err("stt rerun: no local cloud is up (`stt up`); name --api")
         return EXIT_USAGE
@@ -368,6 +382,36 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    """Sign in to a deployed stack; its --api then needs no --token."""
+    import getpass
+
+    import boto3
+
+    from localcloud.login import CredentialStore, sign_in, stack_sign_in
+
+    session = boto3.Session(region_name=args.region)
+    stack = stack_sign_in(session.client("cloudformation"), args.stack, session.region_name)
+    username = args.username or input("user (e-mail): ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password of {username}: ")
+
+    def new_password() -> str:
+        _err("this is the first sign-in: choose a new password")
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        return getpass.getpass("new password: ")
+
+    credentials = sign_in(session.client("cognito-idp"), stack, username, password, new_password)
+    store = CredentialStore()
+    store.save(credentials)
+    tenant = credentials.claims.get("custom:tenant_id", "?")
+    _err(f"signed in to {stack.api_url} as {username} (tenant {tenant}); kept in {store.path}")
+    return EXIT_OK
+
+
 def cmd_cache_stats(args: argparse.Namespace) -> int:
     """The transcript cache's statistics, of `stt up`'s local cloud or of the servers named."""
     state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
@@ -461,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--token",
             default=os.environ.get("STT_TOKEN"),
-            help="bearer token for --api (default: $STT_TOKEN)",
+            help="bearer token for --api (default: $STT_TOKEN, else the one `stt login` keeps)",
         )
         command.add_argument(
             "--out",
@@ -570,6 +614,26 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--namespace", help=f"the cache namespace (default {LOCAL_CACHE_NAMESPACE})")
     clear.set_defaults(func=cmd_cache_clear)
 
+    login = commands.add_parser(
+        "login",
+        parents=[verbose],
+        help="sign in to a deployed stack",
+        description="Sign in with the stack's Cognito user pool (the password goes to Cognito "
+        "only; a first sign-in replaces the temporary password `stt user add` had emailed). "
+        "The tokens are kept, private to you, in ~/.config/stt/credentials.json "
+        "($STT_CREDENTIALS_FILE); `stt transcribe --api <the stack's ApiUrl>` then uses them, "
+        "refreshed when they expire.",
+    )
+    login.add_argument("--stack", required=True, help="the stack's name")
+    login.add_argument("--region", help="AWS region (default: the environment's)")
+    login.add_argument("--username", help="the user's e-mail (asked when not given)")
+    login.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password (and a first sign-in's new one) from stdin, a line each",
+    )
+    login.set_defaults(func=cmd_login)
+
     user = commands.add_parser("user", parents=[verbose], help="a deployed stack's users")
     user_commands = user.add_subparsers(dest="user_command", required=True)
     add = user_commands.add_parser(
@@ -602,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("stt: interrupted")
         return EXIT_INTERRUPTED
-    except (httpx.HTTPError, ServiceUnavailable, JobTimeout, UserNotAdded) as exc:
+    except (httpx.HTTPError, ServiceUnavailable, JobTimeout, UserNotAdded, SignInFailed) as exc:
         # What the machine or the API said: a line, not a traceback (-v logs the details).
         _err(f"stt: {exc}")
         return EXIT_FAILED
