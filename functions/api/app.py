@@ -28,6 +28,7 @@ from sttpipe.services.jobs import (
     FeatureUnavailable,
     JobBusy,
     JobStatusView,
+    NothingToCancel,
     NothingToRerun,
     RequestRejected,
     UploadRequest,
@@ -131,6 +132,21 @@ def rerun_job(job_id: JOB_ID) -> JobStatusView:
     if view is None:
         raise NotFoundError(f"job {job_id} not found")
     logger.info("job re-run", extra={"job_id": job_id, "run": view.runs})
+    return view
+
+
+@app.post(
+    "/jobs/<job_id>/cancel",
+    description="End a job that has not ended: its execution is stopped, so that no chunk still "
+    "queued is sent to the speech API, and it ends FAILED ('cancelled by its owner'); the "
+    "chunks done so far are kept for a re-run. 409 when it has ended already.",
+)
+@tracer.capture_method
+def cancel_job(job_id: JOB_ID) -> JobStatusView:
+    view = job_service().cancel(job_id, tenant())
+    if view is None:
+        raise NotFoundError(f"job {job_id} not found")
+    logger.info("job cancelled", extra={"job_id": job_id})
     return view
 
 
@@ -247,8 +263,8 @@ def rejected(exc: RequestRejected) -> Response[dict[str, str]]:
     return _error(400, exc)
 
 
-@app.exception_handler([JobBusy, NothingToRerun])
-def conflict(exc: JobBusy | NothingToRerun) -> Response[dict[str, str]]:
+@app.exception_handler([JobBusy, NothingToRerun, NothingToCancel])
+def conflict(exc: JobBusy | NothingToRerun | NothingToCancel) -> Response[dict[str, str]]:
     return _error(409, exc)
 
 

@@ -226,9 +226,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     formats = None if args.output_format == "all" else {args.output_format}
     with _pipeline_api(args) as (api_url, token):
         client = PipelineClient(api_url, token=token)
+        jobs: list[tuple[Path, str]] = []
         try:
             # Every file is submitted before the first is waited for: their jobs run together.
-            jobs = [(path, _submit(client, args, path)) for path in args.files]
+            jobs.extend((path, _submit(client, args, path)) for path in args.files)
             codes = [
                 _report(
                     client.follow(
@@ -242,10 +243,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 )
                 for (path, job_id), name in zip(jobs, output_names(args.files), strict=True)
             ]
+        except KeyboardInterrupt:
+            _cancel_unfinished(client, [job_id for _, job_id in jobs])
+            raise
         finally:
             client.close()
     # The worst outcome: a failed job, then a partial one.
     return next((c for c in (EXIT_FAILED, EXIT_PARTIAL) if c in codes), EXIT_OK)
+
+
+def _cancel_unfinished(client: PipelineClient, job_ids: list[str]) -> None:
+    """Ctrl-C: the jobs this command started and that have not ended stop costing calls."""
+    for job_id in job_ids:
+        try:
+            if client.cancel(job_id):
+                _err(f"cancelled job {job_id}; its finished chunks are kept: stt rerun {job_id}")
+        except httpx.HTTPError as exc:
+            _err(f"could not cancel job {job_id} ({exc}); it goes on")
 
 
 def _submit(client: PipelineClient, args: argparse.Namespace, path: Path) -> str:

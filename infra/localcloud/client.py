@@ -160,6 +160,15 @@ class PipelineClient:
         body: dict[str, Any] = response.json()
         return body
 
+    def cancel(self, job_id: str) -> bool:
+        """End a job that has not ended (its queued chunks are not sent to the speech API);
+        False when it had ended already."""
+        response = self._http.post(f"/jobs/{job_id}/cancel")
+        if response.status_code == 409:
+            return False
+        _raise_for_status(response)
+        return True
+
     def delete(self, job_id: str) -> dict[str, int]:
         response = self._http.delete(f"/jobs/{job_id}")
         _raise_for_status(response)

@@ -423,6 +423,12 @@ class InMemoryWorkflow:
         with self._lock:
             return self.statuses.get(arn)
 
+    def stop(self, job_id: str, run: int, cause: str) -> None:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
+        with self._lock:
+            if self.statuses.get(arn) == "RUNNING":
+                self.statuses[arn] = "ABORTED"
+
     def end_execution(self, job_id: str, run: int = 1, status: str = "FAILED") -> None:
         """Test helper: the execution ended (as Step Functions would record it)."""
         arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from localcloud import cli
 from localcloud.cli import SAMPLE, SAMPLE_TEXT, word_error_rate
 from localcloud.client import PipelineClient
 from localcloud.pipeline import LocalPipeline
@@ -118,6 +120,51 @@ def test_chunks_survive_transient_api_errors(
     by_status = pipeline.speech.stats()["by_status"]
     assert by_status.get("503") == 2 and by_status.get("429") == 1
     assert json.loads(result.files["json"].read_text())["stats"]["speech_api_calls"] >= 4 + 3
+
+
+def test_a_cancelled_job_ends_at_once_and_its_late_answers_change_nothing(
+    pipeline: LocalPipeline, client: PipelineClient
+) -> None:
+    pipeline.speech.control(latency_s=3.0)  # slow calls: the job is cancelled with some in flight
+    try:
+        job_id = client.submit(SAMPLE, language="en").job_id
+        deadline = time.monotonic() + 120
+        while pipeline.speech.stats()["requests_total"] == 0:
+            assert time.monotonic() < deadline, client.job(job_id)["status"]
+            time.sleep(0.1)
+        assert client.cancel(job_id)
+        job = client.job(job_id)
+        assert (job["status"], job["failure_reason"]) == ("FAILED", "cancelled by its owner")
+        time.sleep(4)  # the calls in flight answer a task nobody waits for any more
+        again = client.job(job_id)
+        assert (again["status"], again["failure_reason"]) == ("FAILED", "cancelled by its owner")
+        assert again["downloads"] == {}  # no merge ran
+        assert not client.cancel(job_id)  # 409: it has ended
+    finally:
+        pipeline.speech.control(latency_s=0.0)
+
+
+def test_ctrl_c_in_stt_transcribe_cancels_the_job_it_started(
+    pipeline: LocalPipeline,
+    client: PipelineClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def interrupted(out: object) -> Callable[[dict[str, Any]], None]:
+        def on_progress(job: dict[str, Any]) -> None:
+            raise KeyboardInterrupt  # the user's Ctrl-C, at the first progress report
+
+        return on_progress
+
+    monkeypatch.setattr(cli, "progress_for", interrupted)
+    argv = ["transcribe", str(SAMPLE), "--language", "en", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--api", pipeline.api_url, "--token", pipeline.token()]) == 130
+    err = capsys.readouterr().err
+    (job_id,) = re.findall(r"cancelled job ([0-9a-f]{32})", err)
+    assert err.rstrip().endswith("stt: interrupted")
+    job = client.job(job_id)
+    assert (job["status"], job["failure_reason"]) == ("FAILED", "cancelled by its owner")
 
 
 def _bucket(pipeline: LocalPipeline) -> str:

@@ -40,6 +40,7 @@ from sttpipe.domain.models import (
     Manifest,
 )
 from sttpipe.services.jobs import JobService, estimate_seconds_left
+from sttpipe.services.manifests import start_split
 from sttpipe.services.webhook_keys import TenantWebhookSecrets
 from sttpipe.services.webhooks import JobEndAnnouncer
 
@@ -316,6 +317,19 @@ def test_delete_forgets_the_cache_entries_after_the_manifest_expired(api: Simple
     assert cache.forgotten == ["a" * 64, "b" * 64]
 
 
+def _split_done(api: SimpleNamespace, job_id: str) -> None:
+    """What the splitter does when a split is stored: start_split."""
+    refs = [ChunkRef(index=0, key="k", start_ms=0, end_ms=1, pcm_sha256="a" * 64)]
+    manifest = Manifest(
+        execution=ExecutionInput(job_id=job_id, language="en", queue_url="q", chunks=refs),
+        duration_s=1.0,
+        chunks_total=1,
+        chunks_silent=0,
+        split_seconds=0.1,
+    )
+    start_split(api.store, api.jobs, api.workflow, manifest)
+
+
 def _split(api: SimpleNamespace, job_id: str, failed: list[int]) -> None:
     """The job was split into three chunks, and ended PARTIAL with `failed` failed."""
     refs = [
@@ -399,6 +413,32 @@ def test_rerun_of_a_completed_or_rejected_job_is_409_saying_why(api: SimpleNames
         "the upload was rejected: no audio stream; upload it again",
     )
     assert api.workflow.executions == {}
+
+
+def test_cancel_stops_a_running_job_and_ends_it_failed_once(api: SimpleNamespace) -> None:
+    _, running = call(api, "POST", "/uploads", body=UPLOAD)
+    job_id = running["job_id"]
+    api.jobs.set_status(job_id, JobStatus.TRANSCRIBING)
+    api.workflow.start(job_id, "{}", run=1)
+
+    assert call(api, "POST", f"/jobs/{job_id}/cancel", tenant="globex")[0] == 404
+    status, answer = call(api, "POST", f"/jobs/{job_id}/cancel")
+    assert (status, answer["status"]) == (200, "FAILED")
+    assert answer["failure_reason"] == "cancelled by its owner"
+    assert api.workflow.execution_status(job_id, 1) == "ABORTED"  # no more chunks are called
+    status, answer = call(api, "POST", f"/jobs/{job_id}/cancel")
+    assert (status, answer["message"]) == (409, f"job {job_id} is FAILED: nothing to cancel")
+
+
+def test_a_job_cancelled_while_it_is_split_never_starts(api: SimpleNamespace) -> None:
+    _, splitting = call(api, "POST", "/uploads", body=UPLOAD)
+    job_id = splitting["job_id"]
+    api.jobs.set_status(job_id, JobStatus.SPLITTING)
+    assert call(api, "POST", f"/jobs/{job_id}/cancel")[0] == 200
+    _split_done(api, job_id)  # the splitter ends its split after the cancel
+    assert api.workflow.executions == {}
+    view = api.jobs.get(job_id)
+    assert view is not None and view.job.status is JobStatus.FAILED
 
 
 def test_the_webhook_secret_is_the_tenants_own_and_shown_only_when_made(

@@ -171,6 +171,7 @@ def test_event_sources_and_routes() -> None:
         ("GET", "/jobs/{job_id}", "HttpApi"),
         ("DELETE", "/jobs/{job_id}", "HttpApi"),
         ("POST", "/jobs/{job_id}/rerun", "HttpApi"),
+        ("POST", "/jobs/{job_id}/cancel", "HttpApi"),
         ("POST", "/webhook-secret", "HttpApi"),
         ("GET", "/webhook-secret", "HttpApi"),
         ("GET", "/stats/queues", "HttpApi"),

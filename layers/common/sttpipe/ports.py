@@ -161,6 +161,11 @@ class Workflow(Protocol):
 
     def heartbeat(self, task_token: str) -> None: ...
 
+    def stop(self, job_id: str, run: int, cause: str) -> None:
+        """Stop the job's execution for `run` (ABORTED): its chunks still queued find no task
+        waiting and are dropped uncalled. Nothing when it never started or already ended."""
+        ...
+
     def execution_status(self, job_id: str, run: int = 1) -> str | None:
         """The status of the job's execution for `run` (RUNNING, SUCCEEDED, FAILED, TIMED_OUT,
         ABORTED), or None when it was never started."""

@@ -87,6 +87,16 @@ class StepFunctionsWorkflow:
                 return None
             raise
 
+    def stop(self, job_id: str, run: int, cause: str) -> None:
+        arn = execution_arn(self.state_machine_arn, execution_name(job_id, run))
+        try:
+            self._sfn.stop_execution(
+                executionArn=arn, error="Cancelled", cause=truncate(cause, MAX_CAUSE_CHARS)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+
     def succeed(self, task_token: str, output: str) -> None:
         with _task_answer():
             self._sfn.send_task_success(taskToken=task_token, output=output)

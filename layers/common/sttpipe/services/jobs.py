@@ -166,6 +166,10 @@ class NothingToRerun(RuntimeError):
     """The job has no chunks a re-run could transcribe (completed, or never split)."""
 
 
+class NothingToCancel(RuntimeError):
+    """The job has ended already."""
+
+
 class FeatureUnavailable(RuntimeError):
     """This deployment has no such part (no cache configured, no webhook secret)."""
 
@@ -336,6 +340,27 @@ class JobService:
             # a start that failed may still have created its execution.
             self._jobs.finish(job_id, job.status, stats=job.stats, reason=job.failure_reason)
             raise
+        return self.status(job_id, tenant_id)
+
+    def cancel(self, job_id: str, tenant_id: str) -> JobStatusView | None:
+        """End a job that has not ended: its execution stopped (no chunk still queued is sent
+        to the speech API), the job FAILED with the reason; None when the tenant has no such
+        job. The chunks done so far stay, for a re-run."""
+        if self._workflow is None:
+            raise FeatureUnavailable("cancelling is not configured on this deployment")
+        view = self._owned(job_id, tenant_id)
+        if view is None:
+            return None
+        job = view.job
+        if job.status.is_final:
+            raise NothingToCancel(f"job {job_id} is {job.status}: nothing to cancel")
+        reason = "cancelled by its owner"
+        self._workflow.stop(job_id, job.runs, reason)
+        # Only if it has not ended meanwhile: a job that completed keeps its transcript.
+        self._jobs.set_status(job_id, JobStatus.FAILED, reason=reason)
+        ended = self._jobs.get(job_id)
+        if ended is not None and self._announcer is not None:
+            self._announcer.job_ended(ended.job)
         return self.status(job_id, tenant_id)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:

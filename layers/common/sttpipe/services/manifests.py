@@ -37,6 +37,9 @@ def start_split(
     whoever finds a split stored but not started (a redelivered upload, the reconciler) can
     finish what a delivery that died began."""
     execution = manifest.execution
+    view = jobs.get(execution.job_id)
+    if view is not None and view.job.status.is_final:
+        return  # cancelled while it was being split: nothing to run
     jobs.add_chunks(execution.job_id, manifest.progress())
     jobs.remember_content(execution.job_id, manifest.content_hashes())
     start_run(store, workflow, execution)
