@@ -191,6 +191,29 @@ def _demo_job(args: argparse.Namespace) -> JobResult:
             client.close()
 
 
+def summary_table(paths: list[Path], results: list[JobResult]) -> str:
+    """One line per file: how its job ended and what it cost."""
+    header = ("FILE", "STATUS", "AUDIO", "CHUNKS", "API CALLS", "CACHED", "OUTPUT")
+    rows = [header]
+    for path, result in zip(paths, results, strict=True):
+        stats = result.job.get("stats") or {}
+        hits = sum((stats.get("cache_hits") or {}).values())
+        rows.append(
+            (
+                path.name,
+                result.status,
+                f"{stats['duration_s']:.0f} s" if "duration_s" in stats else "-",
+                str(stats.get("chunks", "-")),
+                str(stats.get("speech_api_calls", "-")),
+                "whole file" if stats.get("upload_cache_hit") else str(hits),
+                str(next(iter(result.files.values())).with_suffix(".*")) if result.files else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _report(result: JobResult) -> int:
     job = result.job
     if result.status == "FAILED":
@@ -230,19 +253,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         try:
             # Every file is submitted before the first is waited for: their jobs run together.
             jobs.extend((path, _submit(client, args, path)) for path in args.files)
-            codes = [
-                _report(
-                    client.follow(
-                        job_id,
-                        args.out,
-                        timeout_s=args.timeout,
-                        on_progress=progress_for(sys.stderr),
-                        name=name,
-                        formats=formats,
-                    )
+            results = [
+                client.follow(
+                    job_id,
+                    args.out,
+                    timeout_s=args.timeout,
+                    on_progress=progress_for(sys.stderr),
+                    name=name,
+                    formats=formats,
                 )
                 for (path, job_id), name in zip(jobs, output_names(args.files), strict=True)
             ]
+            codes = [_report(result) for result in results]
+            if len(results) > 1:
+                _err(summary_table([path for path, _ in jobs], results))
         except KeyboardInterrupt:
             _cancel_unfinished(client, [job_id for _, job_id in jobs])
             raise

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from localcloud import cli
-from localcloud.client import CountingReader, JobTimeout
+from localcloud.client import CountingReader, JobResult, JobTimeout
 from localcloud.services import ServiceUnavailable
 
 
@@ -145,6 +145,53 @@ def test_an_unreachable_cache_is_one_line(
     assert cli.main(["cache", "clear", "--redis-url", "redis://127.0.0.1:1/0"]) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert err.startswith("stt: the transcript cache is not reachable") and err.count("\n") == 1
+
+
+def test_several_files_end_with_a_table_of_what_each_cost(tmp_path: Path) -> None:
+    done = JobResult(
+        "a" * 32,
+        "COMPLETED",
+        {
+            "stats": {
+                "duration_s": 62.4,
+                "chunks": 3,
+                "speech_api_calls": 2,
+                "cache_hits": {"L2": 1},
+            }
+        },
+        {"txt": tmp_path / "talk.txt", "srt": tmp_path / "talk.srt"},
+        "hello",
+    )
+    known = JobResult(
+        "b" * 32, "COMPLETED", {"stats": {"duration_s": 9, "upload_cache_hit": "L3"}}, {}, "hi"
+    )
+    failed = JobResult("c" * 32, "FAILED", {"failure_reason": "no audio"}, {}, "")
+    table = cli.summary_table(
+        [Path("talk.mp3"), Path("again.mp3"), Path("noise.bin")], [done, known, failed]
+    ).splitlines()
+    assert table[0].split() == [
+        "FILE",
+        "STATUS",
+        "AUDIO",
+        "CHUNKS",
+        "API",
+        "CALLS",
+        "CACHED",
+        "OUTPUT",
+    ]
+    assert table[1].split() == [
+        "talk.mp3",
+        "COMPLETED",
+        "62",
+        "s",
+        "3",
+        "2",
+        "1",
+        f"{tmp_path}/talk.*",
+    ]
+    assert "whole file" in table[2] and table[3].split()[:3] == ["noise.bin", "FAILED", "-"]
+    column = table[0].index("STATUS")  # aligned: every status starts under its heading
+    assert all(line[column:].startswith(("COMPLETED", "FAILED")) for line in table[1:])
 
 
 def test_output_dir_is_whispers_name_for_out() -> None:
