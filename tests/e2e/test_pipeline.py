@@ -113,13 +113,17 @@ def test_a_job_without_language_detects_it_once_and_pins_it(
 def test_chunks_survive_transient_api_errors(
     pipeline: LocalPipeline, client: PipelineClient, tmp_path: Path
 ) -> None:
-    # Two 503s and a 429 for the first calls: the client's retries absorb them.
+    # Two 503s and a 429 for the first calls: the client's retries (or, when one chunk meets
+    # all three and runs out of attempts, its message's redelivery) absorb them. How many
+    # chunks there are depends on the latency the fleet has learned, so counts are per chunk.
     pipeline.speech.control(script=["5xx", "429", "5xx"], retry_after_s=0.2)
     result = client.transcribe(SAMPLE, tmp_path, language="en", timeout_s=300)
     assert result.status == "COMPLETED", result.job.get("failure_reason")
     by_status = pipeline.speech.stats()["by_status"]
     assert by_status.get("503") == 2 and by_status.get("429") == 1
-    assert json.loads(result.files["json"].read_text())["stats"]["speech_api_calls"] >= 4 + 3
+    stats = json.loads(result.files["json"].read_text())["stats"]
+    assert by_status.get("200") == stats["chunks_transcribed"] >= 1  # each chunk, once
+    assert stats["speech_api_calls"] >= stats["chunks_transcribed"]
 
 
 def test_a_cancelled_job_ends_at_once_and_its_late_answers_change_nothing(

@@ -65,6 +65,7 @@ def handler(event, context):
     failures = []
     for sqs_record in event["Records"]:
         message = json.loads(sqs_record["body"])
+        time.sleep(message.get("hold_s", 0))  # the process stays busy: batches wait for it
         if message.get("fail"):
             failures.append({"itemIdentifier": sqs_record["messageId"]})
         elif "task_token" in message:
@@ -290,7 +291,10 @@ def test_higher_priority_queues_are_served_first_when_processes_are_scarce(
     by_priority = sorted(sources, key=lambda s: s.event.maximum_concurrency or 0)
     for source in by_priority:  # lowest first, so arrival order is the opposite of priority
         for n in range(2):
-            sqs.send_message(QueueUrl=source.queue_url, MessageBody=json.dumps({"n": n}))
+            # Each held a second: while the first is handled, every source's poller has
+            # received its batch, however slow a loaded machine makes the emulator.
+            body = json.dumps({"n": n, "hold_s": 1.0})
+            sqs.send_message(QueueUrl=source.queue_url, MessageBody=body)
 
     host = FunctionHost(
         stack,

@@ -171,9 +171,10 @@ def test_state_machine_hands_chunks_and_merge_out_through_task_tokens(
     assert {"HeartbeatSeconds", "TimeoutSeconds"} <= set(task)
     # Each chunk in its tenant's message group: SQS fair queues serve a quiet tenant's chunks
     # ahead of another tenant's backlog.
-    assert task["Parameters"]["MessageGroupId.$"] == "$.chunk.tenant_id"
+    assert task["Parameters"]["MessageGroupId.$"] == "$.tenant_id"
+    assert chunks["ItemSelector"]["tenant_id.$"] == "$.tenant_id"
     detect = definition["States"]["DetectLanguage"]["Parameters"]
-    assert detect["MessageGroupId.$"] == "$.detect_from.tenant_id"
+    assert detect["MessageGroupId.$"] == "$.tenant_id"
     merge = definition["States"]["MergeTranscript"]
     assert merge["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     resources = [

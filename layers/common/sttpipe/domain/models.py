@@ -250,6 +250,8 @@ class ExecutionInput(BaseModel):
     run: int = Field(default=1, ge=1)
     # No language named and one wanted for the whole job: the first chunk detects it first.
     detect_language: bool = False
+    # The job's tenant: its chunk messages' SQS fair-queue group (absent from older manifests).
+    tenant_id: str = "default"
 
 
 class WorkflowInput(BaseModel):
@@ -265,6 +267,8 @@ class WorkflowInput(BaseModel):
     # The chunk the state machine's DetectLanguage step transcribes first, when the run is to
     # detect the job's language and pin it for every chunk.
     detect_from: ChunkRef | None = None
+    # The message group of its chunk messages (SQS fair queues).
+    tenant_id: str = "default"
 
 
 class JobFailureNotice(BaseModel):

@@ -60,6 +60,7 @@ def start_run(store: ObjectStore, workflow: Workflow, execution: ExecutionInput)
         queue_url=execution.queue_url,
         run=execution.run,
         chunks_key=chunks_key,
+        tenant_id=execution.tenant_id,
         detect_from=execution.chunks[0]
         if execution.detect_language and execution.language is None and execution.chunks
         else None,

@@ -214,6 +214,7 @@ class SplitterService:
             queue_url=self._settings.queue_url(job.priority),
             chunks=refs,
             detect_language=job.language_source is LanguageSource.DETECT,
+            tenant_id=job.tenant_id,
         )
         manifest = Manifest(
             execution=execution,
