@@ -3,6 +3,7 @@ created signs in, replaces the temporary password, and later commands get a refr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import stat
@@ -16,7 +17,7 @@ import yaml
 from moto import mock_aws
 
 from localcloud import cli
-from localcloud.login import CredentialStore, SignInFailed, id_token
+from localcloud.login import Credentials, CredentialStore, SignInFailed, id_token
 from localcloud.users import add_user
 from tests.unit.test_template import _CfnLoader
 
@@ -90,13 +91,18 @@ def test_a_wrong_password_is_one_line(
     assert err.startswith("stt: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_an_expired_token_is_refreshed_and_kept(
-    stack: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def first_sign_in(monkeypatch: pytest.MonkeyPatch) -> tuple[CredentialStore, Credentials]:
     assert login(monkeypatch, "Temp#Pass1", "New#Pass123") == cli.EXIT_OK
     store = CredentialStore()
     signed_in = store.load(API_URL)
     assert signed_in is not None
+    return store, signed_in
+
+
+def test_an_expired_token_is_refreshed_and_kept(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, signed_in = first_sign_in(monkeypatch)
     expires = signed_in.claims["exp"]
 
     assert id_token(store, API_URL, lambda _: stack, now=lambda: expires - 3600) == (
@@ -112,10 +118,7 @@ def test_an_expired_token_is_refreshed_and_kept(
 def test_a_refresh_token_cognito_refuses_asks_for_a_new_sign_in(
     stack: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert login(monkeypatch, "Temp#Pass1", "New#Pass123") == cli.EXIT_OK
-    store = CredentialStore()
-    signed_in = store.load(API_URL)
-    assert signed_in is not None
-    store.save(type(signed_in)(**{**signed_in.__dict__, "refresh_token": "revoked"}))
+    store, signed_in = first_sign_in(monkeypatch)
+    store.save(dataclasses.replace(signed_in, refresh_token="revoked"))
     with pytest.raises(SignInFailed, match="run stt login again"):
         id_token(store, API_URL, lambda _: stack, now=lambda: signed_in.claims["exp"] + 1)
