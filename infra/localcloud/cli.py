@@ -634,9 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Statistics of the transcript cache: of the local cloud `stt up` runs, or "
         "of the PostgreSQL/Redis named here.",
     )
-    stats.add_argument("--database-url", help="libpq URL of the job database (L3)")
-    stats.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
-    stats.add_argument("--namespace", help="the cache namespace (STT_CACHE_NAMESPACE)")
+
+    def cache_servers(command: argparse.ArgumentParser, namespace_help: str) -> None:
+        command.add_argument("--database-url", help="libpq URL of the job database (L3)")
+        command.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
+        command.add_argument("--namespace", help=namespace_help)
+
+    cache_servers(stats, "the cache namespace (STT_CACHE_NAMESPACE)")
     stats.set_defaults(func=cmd_cache_stats)
     clear = cache_commands.add_parser(
         "clear",
@@ -647,9 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         "while it is up), or the one named here: the next run of a recording calls the speech "
         "API again.",
     )
-    clear.add_argument("--database-url", help="libpq URL of the job database (L3)")
-    clear.add_argument("--redis-url", help="redis:// or rediss:// URL (L2)")
-    clear.add_argument("--namespace", help=f"the cache namespace (default {LOCAL_CACHE_NAMESPACE})")
+    cache_servers(clear, f"the cache namespace (default {LOCAL_CACHE_NAMESPACE})")
     clear.set_defaults(func=cmd_cache_clear)
 
     login = commands.add_parser(

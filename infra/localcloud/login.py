@@ -61,11 +61,12 @@ class Credentials:
 def stack_sign_in(cloudformation: Any, stack_name: str, region: str) -> StackSignIn:
     from botocore.exceptions import ClientError
 
+    from localcloud.users import stack_outputs
+
     try:
-        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        outputs = stack_outputs(cloudformation, stack_name)
     except ClientError as exc:
         raise SignInFailed(str(exc)) from exc
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     if "UserPoolClientId" not in outputs:
         raise SignInFailed(
             f"stack {stack_name} has no user pool (deployed with JwtIssuer: sign in with that "

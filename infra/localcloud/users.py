@@ -21,15 +21,21 @@ class UserNotAdded(Exception):
     """Why the user could not be added, in a line for the operator."""
 
 
+def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+    """A deployed stack's outputs by key; raises botocore's ClientError (no such stack, no
+    rights)."""
+    (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    return {o["OutputKey"]: str(o["OutputValue"]) for o in stack.get("Outputs", [])}
+
+
 def user_pool_of(cloudformation: Any, stack_name: str) -> str:
     """The stack's user pool id (its UserPoolId output)."""
     try:
-        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        outputs = stack_outputs(cloudformation, stack_name)
     except ClientError as exc:  # no such stack, no rights
         raise UserNotAdded(str(exc)) from exc
-    for output in stack.get("Outputs", []):
-        if output["OutputKey"] == "UserPoolId":
-            return str(output["OutputValue"])
+    if "UserPoolId" in outputs:
+        return outputs["UserPoolId"]
     raise UserNotAdded(
         f"stack {stack_name} has no user pool (it was deployed with JwtIssuer: its identity "
         "provider holds the users)"

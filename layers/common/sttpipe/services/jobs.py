@@ -359,9 +359,11 @@ class JobService:
         # Only if it has not ended meanwhile: a job that completed keeps its transcript.
         self._jobs.set_status(job_id, JobStatus.FAILED, reason=reason)
         ended = self._jobs.get(job_id)
-        if ended is not None and self._announcer is not None:
+        if ended is None:  # deleted meanwhile
+            return None
+        if self._announcer is not None:
             self._announcer.job_ended(ended.job)
-        return self.status(job_id, tenant_id)
+        return self._status_view(ended)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         if self._queues is None:
