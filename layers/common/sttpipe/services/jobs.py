@@ -263,8 +263,11 @@ class JobService:
 
     def _answered_from_cache(self, job: Job, sha256: str) -> bool:
         """Complete the job from the cache if its tenant transcribed this recording before. The
-        hash only looks up the tenant's own entries, so a guessed one reveals nothing else."""
-        if self._known is None:
+        hash only looks up the tenant's own entries, so a guessed one reveals nothing else.
+        Entries shared across tenants are not the caller's own: a hash is not the recording,
+        and would fetch another tenant's transcript. The file is uploaded then, and the
+        splitter answers it from the cache (the caller has the recording)."""
+        if self._known is None or self._settings.cache_share_across_tenants:
             return False
         cached = self._known.upload(
             sha256, tenant=job.tenant_id, language=job.language, prompt=job.prompt
