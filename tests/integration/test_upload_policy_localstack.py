@@ -53,3 +53,22 @@ def test_s3_refuses_an_empty_file(store: S3ObjectStore) -> None:
     refused = post(form, b"", "audio/flac")
     assert refused.status_code == 400 and "EntityTooSmall" in refused.text
     assert store.size("uploads/job/a.flac") is None
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "uploads/job-of-b/a.flac",  # another job's upload (another tenant's, maybe)
+        "uploads/job/other.flac",  # another object of the same job
+        "transcripts/job/transcript.txt",  # the pipeline's outputs
+        "work/job/manifest.json",
+    ],
+)
+def test_s3_refuses_the_form_for_any_other_key(store: S3ObjectStore, elsewhere: str) -> None:
+    """A tenant's form writes its job's one upload key: with the key field changed, S3 refuses
+    (tests/unit/test_two_tenants.py: the key is under the caller's own job)."""
+    form = store.presigned_post("uploads/job/a.flac", "audio/flac", max_bytes=1000, expires_s=60)
+    moved = {**form, "fields": {**form["fields"], "key": elsewhere}}
+    refused = post(moved, b"x" * 10, "audio/flac")
+    assert refused.status_code == 403
+    assert store.size(elsewhere) is None
