@@ -5,6 +5,8 @@ ownership and the S3 -> SQS notification), SQS queues and their policies, Secret
 secrets, Step Functions state machines, and for operations KMS keys, SNS topics, EventBridge
 buses, CloudWatch alarms and dashboards. Functions are not deployed: the local function host
 runs them, so they appear in the `Stack` as `FunctionSpec`s with their environment resolved.
+Nor are the VPC, database and cache the default stack makes (they are `Stack.skipped`): the
+local cloud brings its own PostgreSQL (the DatabaseSecretArn parameter) and Redis (STT_REDIS_URL).
 Everything is idempotent: provisioning again on the same endpoint reuses what exists.
 """
 
@@ -26,6 +28,7 @@ from localcloud.template import (
     FUNCTION_TYPE,
     HTTP_API_TYPE,
     LAYER_TYPE,
+    NO_VALUE,
     HttpApiRoute,
     PhysicalResource,
     PseudoParameters,
@@ -34,6 +37,7 @@ from localcloud.template import (
     Template,
     TemplateError,
     UnresolvedReferenceError,
+    references,
 )
 
 log = logging.getLogger(__name__)
@@ -181,7 +185,7 @@ def provision(
         parameters=template.parameters,
         resources=resources,
         functions={
-            lid: _function_spec(template, resolver, lid)
+            lid: _function_spec(template, resolver, lid, set(provisioner.skipped))
             for lid in template.resources(FUNCTION_TYPE)
         },
         http_api_cors=_http_api_cors(template, resolver),
@@ -550,10 +554,12 @@ def substitute_definition(lid: str, text: str, substitutions: Mapping[str, Any])
     return definition
 
 
-def _function_spec(template: Template, resolver: Resolver, lid: str) -> FunctionSpec:
+def _function_spec(
+    template: Template, resolver: Resolver, lid: str, skipped: set[str]
+) -> FunctionSpec:
     props = template.properties(lid)
     physical = resolver.resources[lid]
-    variables = resolver.resolve((props.get("Environment") or {}).get("Variables") or {})
+    variables = (props.get("Environment") or {}).get("Variables") or {}
     queues = {
         r.attributes["Arn"]: r.ref
         for r in resolver.resources.values()
@@ -575,10 +581,30 @@ def _function_spec(template: Template, resolver: Resolver, lid: str) -> Function
         runtime=str(props.get("Runtime", "")),
         timeout_s=int(props.get("Timeout", 3)),
         memory_mb=int(props.get("MemorySize", 128)),
-        environment={k: _attr_text(v) for k, v in variables.items()},
+        environment=_environment(resolver, variables, skipped),
         sqs_sources=tuple(sources),
         http_routes=tuple(template.http_api_routes(lid)),
     )
+
+
+def _environment(
+    resolver: Resolver, variables: dict[str, Any], skipped: set[str]
+) -> dict[str, str]:
+    """A function's environment variables, but those naming a resource the emulator does not
+    create: the created database and cache (the local cloud brings its own PostgreSQL and
+    Redis, and says where in STT_DATABASE_URL / STT_REDIS_URL)."""
+    environment = {}
+    for name, value in variables.items():
+        try:
+            resolved = resolver.resolve(value)
+        except UnresolvedReferenceError:
+            if not references(value) & skipped:
+                raise
+            log.debug("%s is left unset: it names a resource not created here", name)
+            continue
+        if resolved is not NO_VALUE:
+            environment[name] = _attr_text(resolved)
+    return environment
 
 
 def _layer_dir(template: Template, layer: Any) -> Path:

@@ -334,6 +334,13 @@ def _merge_globals(glob: Any, local: Any) -> Any:
     return local
 
 
+def references(value: Any) -> set[str]:
+    """The names (resources, parameters) that Ref, GetAtt and Sub in `value` name."""
+    found: set[str] = set()
+    _collect_references(value, found)
+    return found
+
+
 def _collect_references(value: Any, found: set[str]) -> None:
     if isinstance(value, dict):
         if len(value) == 1:

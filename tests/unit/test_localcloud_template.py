@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from localcloud.cloud import DEFAULT_TEMPLATE
-from localcloud.provision import substitute_definition
+from localcloud.provision import _environment, substitute_definition
 from localcloud.template import (
     FUNCTION_TYPE,
     PhysicalResource,
@@ -43,8 +43,8 @@ def test_short_tags_become_their_long_form() -> None:
     doc = load_template_document(DEFAULT_TEMPLATE)
     notification = doc["Resources"]["UploadBucket"]["Properties"]["NotificationConfiguration"]
     assert notification["QueueConfigurations"][0]["Queue"] == {"Fn::GetAtt": ["UploadQueue", "Arn"]}
-    assert doc["Conditions"]["InVpc"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]}]
+    assert doc["Conditions"]["CreateNetwork"] == {
+        "Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]
     }
 
 
@@ -55,8 +55,6 @@ def test_parameters_take_defaults_and_validated_overrides() -> None:
     assert t.parameters["SubnetIds"] == ["subnet-a", "subnet-b"]
     assert t.parameters["SecurityGroupIds"] == [""]
 
-    with pytest.raises(TemplateError, match="DatabaseSecretArn has no default"):
-        Template(DEFAULT_TEMPLATE, PSEUDO)
     with pytest.raises(TemplateError, match="below 10"):
         template(ChunkHeartbeatSeconds="5")
     with pytest.raises(TemplateError, match="does not match"):
@@ -66,8 +64,8 @@ def test_parameters_take_defaults_and_validated_overrides() -> None:
 
 
 def test_conditions_follow_the_parameters() -> None:
-    assert template().condition("InVpc") is False
-    assert template(SubnetIds="subnet-a").condition("InVpc") is True
+    assert template().condition("CreateNetwork") is True
+    assert template(SubnetIds="subnet-a").condition("CreateNetwork") is False
 
 
 def test_globals_merge_into_functions() -> None:
@@ -79,14 +77,28 @@ def test_globals_merge_into_functions() -> None:
     assert worker["Timeout"] == 300 and worker["Runtime"] == "python3.12"
 
 
-def test_no_value_drops_the_vpc_config_outside_a_vpc() -> None:
+def test_the_functions_run_in_the_created_or_the_given_subnets() -> None:
     for overrides, expected in (
-        ({}, None),
-        ({"SubnetIds": "subnet-a", "SecurityGroupIds": "sg-1"}, ["subnet-a"]),
+        ({}, ["ref-PrivateSubnetA", "ref-PrivateSubnetB"]),
+        ({"SubnetIds": "subnet-a", "VpcId": "vpc-1"}, ["subnet-a"]),
     ):
         t = template(**overrides)
-        resolved = Resolver(t, physical(t)).resolve(t.properties("MergeFunction"))
-        assert resolved.get("VpcConfig", {}).get("SubnetIds") == expected
+        vpc_config = t.properties("MergeFunction")["VpcConfig"]
+        assert Resolver(t, physical(t)).resolve(vpc_config)["SubnetIds"] == expected
+
+
+def test_the_local_cloud_leaves_unset_what_names_a_resource_it_does_not_create() -> None:
+    # The created cache (an ElastiCache Serverless) is not made on an emulator: the local cloud
+    # gives the functions its own Redis in STT_REDIS_URL instead.
+    t = template()
+    made = {lid: r for lid, r in physical(t).items() if lid != "Cache"}
+    variables = t.properties("WorkerFunction")["Environment"]["Variables"]
+    env = _environment(Resolver(t, made), variables, {"Cache"})
+    assert "STT_REDIS_ENDPOINT" not in env
+    assert env["STT_DATABASE_SECRET_ID"] == DB_ARN  # the given database: its secret's host
+    assert "STT_DATABASE_HOST" not in env and env["STT_BUCKET"] == "ref-UploadBucket"
+    with pytest.raises(UnresolvedReferenceError, match="Cache"):
+        _environment(Resolver(t, made), variables, set())  # missing, though not skipped
 
 
 def test_resolver_evaluates_refs_attributes_and_subs() -> None:
@@ -134,9 +146,9 @@ def test_resolver_reports_what_it_cannot_resolve() -> None:
             {"Fn::Sub": ["${X}-${!Literal}", {"X": {"Ref": "AWS::AccountId"}}]},
             "111122223333-${Literal}",
         ),
-        ({"Fn::If": ["InVpc", "yes", "no"]}, "no"),
-        ({"Fn::And": [{"Fn::Equals": ["a", "a"]}, {"Condition": "InVpc"}]}, False),
-        ({"Fn::Or": [{"Fn::Equals": [1, "1"]}, {"Condition": "InVpc"}]}, True),
+        ({"Fn::If": ["CreateDatabase", "yes", "no"]}, "no"),
+        ({"Fn::And": [{"Fn::Equals": ["a", "a"]}, {"Condition": "CreateDatabase"}]}, False),
+        ({"Fn::Or": [{"Fn::Equals": [1, "1"]}, {"Condition": "CreateDatabase"}]}, True),
         ({"Fn::Base64": "hi"}, "aGk="),
         ({"Ref": "AWS::Partition"}, "aws"),
         ({"Ref": "AWS::URLSuffix"}, "amazonaws.com"),

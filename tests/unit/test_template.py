@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
+from localcloud.cloud import DEFAULT_TEMPLATE
+from localcloud.template import (
+    FUNCTION_TYPE,
+    PhysicalResource,
+    PseudoParameters,
+    Resolver,
+    Template,
+)
 from sttpipe.adapters.migrations import latest_version
+from sttpipe.cache import redis_url
 from sttpipe.config import Settings
 from sttpipe.speech.cloudru import SPEECH_API_KEY_PLACEHOLDER
 
@@ -263,3 +272,162 @@ def test_each_part_touches_only_the_bucket_prefixes_its_code_uses(
     for name, props in _functions(template).items():
         if name not in wanted:
             assert _s3_access(props) == {}, name
+
+
+# ------------------------------------------------------------------ the default shape, or yours
+# The stack's shape is decided by its Conditions: they are evaluated here with the local
+# cloud's template reader (parameters validated as CloudFormation does), and the functions'
+# properties resolved against stand-in physical ids.
+
+BRING_YOUR_OWN = {
+    "DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
+    "RedisEndpoint": "cache.example.internal:6379",
+    "RedisClusterMode": "true",
+    "SubnetIds": "subnet-0a,subnet-0b",
+    "VpcId": "vpc-0f",
+    "SecurityGroupIds": "sg-0d",
+}
+NETWORK = {"Vpc", "PublicSubnet", "NatGateway", "PrivateSubnetA", "PrivateSubnetB"}
+DATABASE = {"DatabaseCluster", "DatabaseInstance", "DatabaseProxy", "DatabaseProxyTargetGroup"}
+CACHE = {"Cache", "CacheSecurityGroup"}
+
+
+class _Attributes(dict[str, str]):
+    """Every attribute of a stand-in resource: "<logical id>.<attribute>"."""
+
+    def __init__(self, logical_id: str) -> None:
+        super().__init__()
+        self.logical_id = logical_id
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return f"{self.logical_id}.{key}"
+
+
+def _stack(**parameters: str) -> tuple[Template, Resolver]:
+    """The template bound to `parameters`, and a resolver that knows only the resources whose
+    conditions hold (so resolving anything that names another one fails)."""
+    t = Template(
+        DEFAULT_TEMPLATE, PseudoParameters("demo", "us-east-1", "111122223333"), parameters
+    )
+    physical = {
+        lid: PhysicalResource(lid, res["Type"], f"ref-{lid}", _Attributes(lid))
+        for lid, res in t.resources().items()
+    }
+    return t, Resolver(t, physical)
+
+
+def _readable_secrets(props: dict[str, Any]) -> list[Any]:
+    return [
+        p["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]
+        for p in props.get("Policies", [])
+        if isinstance(p, dict) and "AWSSecretsManagerGetSecretValuePolicy" in p
+    ]
+
+
+def test_the_default_stack_creates_its_network_database_and_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t, resolver = _stack()
+    assert set(t.resources()) >= NETWORK | DATABASE | CACHE
+    resolve = resolver.resolve
+    private = ["ref-PrivateSubnetA", "ref-PrivateSubnetB"]
+    zones = {
+        resolve(t.properties(s)["AvailabilityZone"]) for s in ("PrivateSubnetA", "PrivateSubnetB")
+    }
+    assert len(zones) == 2
+    assert resolve(t.properties("PrivateDefaultRoute"))["NatGatewayId"] == "ref-NatGateway"
+    assert resolve(t.properties("NatGateway"))["SubnetId"] == "ref-PublicSubnet"
+    # functions -> proxy -> database; functions -> cache; all in the private subnets
+    for lid in ("DatabaseSubnetGroup", "DatabaseProxy", "Cache"):
+        props = resolve(t.properties(lid))
+        assert private in (props.get("SubnetIds"), props.get("VpcSubnetIds")), lid
+    proxy = resolve(t.properties("DatabaseProxy"))
+    assert proxy["Auth"][0]["SecretArn"] == "DatabaseCluster.MasterUserSecret.SecretArn"
+    assert proxy["RequireTLS"] is True
+    target = resolve(t.properties("DatabaseProxyTargetGroup"))
+    assert target["DBClusterIdentifiers"] == ["ref-DatabaseCluster"]
+
+    def admits(group: str) -> str:
+        [rule] = resolve(t.properties(group))["SecurityGroupIngress"]
+        return str(rule["SourceSecurityGroupId"])
+
+    assert admits("DatabaseProxySecurityGroup") == "ref-FunctionSecurityGroup"
+    assert admits("DatabaseSecurityGroup") == "ref-DatabaseProxySecurityGroup"
+    assert admits("CacheSecurityGroup") == "ref-FunctionSecurityGroup"
+    # The schema is migrated once the proxy reaches the database.
+    schema = resolve(t.properties("DatabaseSchema"))
+    assert schema["DatabaseTarget"] == "ref-DatabaseProxyTargetGroup"
+
+    database_name = t.properties("DatabaseCluster")["DatabaseName"]
+    for name in t.resources(FUNCTION_TYPE):
+        props = t.properties(name)
+        assert resolve(props["VpcConfig"]) == {
+            "SubnetIds": private,
+            "SecurityGroupIds": ["ref-FunctionSecurityGroup"],
+        }, name
+        readable = resolve(_readable_secrets(props))
+        assert "DatabaseCluster.MasterUserSecret.SecretArn" in readable, name
+        env = resolve(props["Environment"]["Variables"])
+        assert env["STT_DATABASE_SECRET_ID"] == "DatabaseCluster.MasterUserSecret.SecretArn"
+        assert env["STT_DATABASE_HOST"] == "DatabaseProxy.Endpoint"
+        assert env["STT_DATABASE_NAME"] == database_name
+        assert env["STT_REDIS_ENDPOINT"] == "Cache.Endpoint.Address:Cache.Endpoint.Port"
+        assert env["STT_REDIS_CLUSTER"] == "true"
+
+    # ... which the code reads as a TLS Redis Cluster and the proxy's host.
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings()
+    assert redis_url(settings) == "rediss://Cache.Endpoint.Address:Cache.Endpoint.Port/0"
+    assert settings.redis_cluster is True
+    assert (settings.database_host, settings.database_name) == ("DatabaseProxy.Endpoint", "sttpipe")
+
+
+def test_a_stack_given_its_network_database_and_cache_creates_none_and_uses_them() -> None:
+    t, resolver = _stack(**BRING_YOUR_OWN)
+    for condition in ("CreateNetwork", "CreateDatabase", "CreateCache"):
+        assert t.condition(condition) is False, condition
+    assert not (NETWORK | DATABASE | CACHE) & set(t.resources())
+    resolve = resolver.resolve
+    assert resolve(t.properties("FunctionSecurityGroup"))["VpcId"] == "vpc-0f"
+    assert "DatabaseTarget" not in resolve(t.properties("DatabaseSchema"))
+    for name in t.resources(FUNCTION_TYPE):
+        props = t.properties(name)
+        assert resolve(props["VpcConfig"]) == {
+            "SubnetIds": ["subnet-0a", "subnet-0b"],
+            "SecurityGroupIds": ["ref-FunctionSecurityGroup", "sg-0d"],
+        }, name
+        assert BRING_YOUR_OWN["DatabaseSecretArn"] in resolve(_readable_secrets(props)), name
+        env = resolve(props["Environment"]["Variables"])
+        assert env["STT_DATABASE_SECRET_ID"] == BRING_YOUR_OWN["DatabaseSecretArn"]
+        assert "STT_DATABASE_HOST" not in env and "STT_DATABASE_NAME" not in env  # the secret's
+        assert env["STT_REDIS_ENDPOINT"] == "cache.example.internal:6379"
+        assert env["STT_REDIS_CLUSTER"] == "true"
+    # Without extra security groups the functions have the stack's own only.
+    t, resolver = _stack(**{**BRING_YOUR_OWN, "SecurityGroupIds": ""})
+    vpc_config = resolver.resolve(t.properties("ApiFunction")["VpcConfig"])
+    assert vpc_config["SecurityGroupIds"] == ["ref-FunctionSecurityGroup"]
+
+
+# Resource types that hold data: each says what becomes of it when the stack is deleted or the
+# resource replaced; those whose data exists nowhere else keep it.
+STATEFUL = {
+    "AWS::RDS::DBCluster": {"Snapshot"},
+    "AWS::Cognito::UserPool": {"Retain"},
+    "AWS::S3::Bucket": {"Delete", "Retain"},
+    "AWS::ElastiCache::ServerlessCache": {"Delete", "Snapshot", "Retain"},
+}
+
+
+def test_stateful_resources_declare_what_deleting_or_replacing_them_keeps(
+    template: dict[str, Any],
+) -> None:
+    stateful = {name: r for name, r in template["Resources"].items() if r["Type"] in STATEFUL}
+    assert {r["Type"] for r in stateful.values()} == set(STATEFUL)
+    for name, resource in stateful.items():
+        allowed = STATEFUL[resource["Type"]]
+        assert resource.get("DeletionPolicy") in allowed, name
+        assert resource.get("UpdateReplacePolicy") in allowed | {"Retain"}, name

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # (the JSON RDS writes: host, port, username, password, dbname).
     database_url: SecretStr | None = None
     database_secret_id: str | None = None
+    # Win over the secret's host and dbname: the stack's own database is reached through its
+    # RDS Proxy, and the secret RDS manages for it holds only the username and password.
+    database_host: str | None = None
+    database_name: str | None = None
     database_pool_max: int = 2
 
     # Speech API (Cloud.ru foundation models, OpenAI-compatible).

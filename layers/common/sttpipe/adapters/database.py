@@ -50,8 +50,11 @@ def create_pool(
     )
 
 
-def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
-    """A conninfo that reads the RDS secret each time the pool opens a connection.
+def conninfo_from_secret(
+    secret_id: str, *, host: str | None = None, dbname: str | None = None
+) -> Callable[[], str]:
+    """A conninfo that reads the RDS secret each time the pool opens a connection; `host` and
+    `dbname` win over the secret's (a secret RDS manages holds only username and password).
 
     Powertools caches the secret for a few minutes, so a rotated password is picked up by the
     next connections without a cold start and without a Secrets Manager call per connection.
@@ -60,11 +63,11 @@ def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
     def conninfo() -> str:
         secret: dict[str, Any] = read_secret(secret_id, transform="json")
         return make_conninfo(
-            host=secret["host"],
+            host=host or secret["host"],
             port=secret.get("port", 5432),
             user=secret["username"],
             password=secret["password"],
-            dbname=secret.get("dbname", "postgres"),
+            dbname=dbname or secret.get("dbname", "postgres"),
             sslmode=secret.get("sslmode", "require"),
         )
 
@@ -74,12 +77,19 @@ def conninfo_from_secret(secret_id: str) -> Callable[[], str]:
 def conninfo_from_settings(settings: Settings) -> str | Callable[[], str]:
     """The database to connect to: STT_DATABASE_URL, else the RDS secret."""
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    return resolve_conninfo(url, settings.database_secret_id)
+    return resolve_conninfo(
+        url, settings.database_secret_id, settings.database_host, settings.database_name
+    )
 
 
-def resolve_conninfo(url: str | None, secret_id: str | None) -> str | Callable[[], str]:
+def resolve_conninfo(
+    url: str | None,
+    secret_id: str | None,
+    host: str | None = None,
+    dbname: str | None = None,
+) -> str | Callable[[], str]:
     if url:
         return url
     if secret_id:
-        return conninfo_from_secret(secret_id)
+        return conninfo_from_secret(secret_id, host=host, dbname=dbname)
     raise ValueError("set STT_DATABASE_URL or STT_DATABASE_SECRET_ID")

@@ -336,9 +336,19 @@ def webhook_keys_from_settings(settings: Settings) -> PostgresWebhookKeys:
 def job_repository_from_settings(settings: Settings) -> PostgresJobRepository:
     """The container's repository: one pool per database, however often this is called."""
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    return _repository(url, settings.database_secret_id, settings.database_pool_max)
+    return _repository(
+        url,
+        settings.database_secret_id,
+        settings.database_host,
+        settings.database_name,
+        settings.database_pool_max,
+    )
 
 
 @functools.cache
-def _repository(url: str | None, secret_id: str | None, pool_max: int) -> PostgresJobRepository:
-    return PostgresJobRepository(create_pool(resolve_conninfo(url, secret_id), pool_max))
+def _repository(
+    url: str | None, secret_id: str | None, host: str | None, dbname: str | None, pool_max: int
+) -> PostgresJobRepository:
+    return PostgresJobRepository(
+        create_pool(resolve_conninfo(url, secret_id, host, dbname), pool_max)
+    )
