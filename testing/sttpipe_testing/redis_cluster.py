@@ -1,6 +1,7 @@
 """A real Redis Cluster for tests: three `redis-server --cluster-enabled yes` primaries on free
 ports of 127.0.0.1, joined with `redis-cli --cluster create`, as ElastiCache Serverless (always
-cluster mode) would answer. Nothing is kept on disk beyond the run."""
+cluster mode) would answer; with `tls=True` it speaks only TLS, as ElastiCache Serverless does,
+with a certificate from a CA of its own (`ca_file`). Nothing is kept on disk beyond the run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -40,10 +42,14 @@ def _free_port() -> int:
 
 
 class LocalRedisCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         if not (shutil.which("redis-server") and shutil.which("redis-cli")):
             raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
+        if tls and not shutil.which("openssl"):
+            raise ClusterUnavailable("openssl is needed for a TLS Redis Cluster's certificates")
+        self.tls = tls
         self._dir = tempfile.TemporaryDirectory(prefix="stt-redis-cluster-")
+        self.ca_file = str(Path(self._dir.name) / "ca.pem")
         self.ports: list[int] = []
         while len(self.ports) < NODES:
             if (port := _free_port()) not in self.ports:
@@ -57,13 +63,49 @@ class LocalRedisCluster:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def _tls_client(self) -> dict[str, Any]:
+        return {"ssl": True, "ssl_ca_certs": self.ca_file} if self.tls else {}
+
+    def _make_certificates(self) -> list[str]:
+        """A CA and a certificate for 127.0.0.1 signed by it; the nodes' TLS arguments."""
+        directory = Path(self._dir.name)
+        ca_key, key, request = (str(directory / n) for n in ("ca.key", "node.key", "node.csr"))
+        cert, extensions = directory / "node.pem", directory / "node.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        new_key = ("-newkey", "rsa:2048", "-nodes", "-keyout")
+        sign = (
+            "-CA",
+            self.ca_file,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-extfile",
+            str(extensions),
+        )
+        for command in (
+            ("req", "-x509", *new_key, ca_key, "-out", self.ca_file, "-subj", "/CN=test CA"),
+            ("req", *new_key, key, "-out", request, "-subj", "/CN=localhost"),
+            ("x509", "-req", "-in", request, *sign, "-out", str(cert)),
+        ):
+            subprocess.run(
+                ["openssl", *command, "-days", "1"], check=True, capture_output=True, timeout=30
+            )
+        return ["--tls-cert-file", str(cert), "--tls-key-file", key]
 
     def _start(self) -> None:
+        tls_args = self._make_certificates() if self.tls else []
         for port in self.ports:
             node_dir = Path(self._dir.name) / str(port)
             node_dir.mkdir()
-            node = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
+            if self.tls:  # TLS only, the cluster bus too; clients need no certificate
+                node = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes"]
+                node += [*tls_args, "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]
+            else:
+                node = ["--port", str(port)]
+            node += ["--bind", "127.0.0.1", "--dir", str(node_dir)]
             node += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             node += ["--save", "", "--appendonly", "no"]  # nothing kept
             self._servers.append(
@@ -75,6 +117,7 @@ class LocalRedisCluster:
             self._wait(partial(self._answers, port))
         subprocess.run(
             ["redis-cli", "--cluster", "create"]
+            + (["--tls", "--cacert", self.ca_file] if self.tls else [])
             + [f"127.0.0.1:{p}" for p in self.ports]
             + ["--cluster-replicas", "0", "--cluster-yes"],
             check=True,
@@ -83,13 +126,12 @@ class LocalRedisCluster:
         )
         self._wait(self._slots_served)
 
-    @staticmethod
-    def _answers(port: int) -> bool:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    def _answers(self, port: int) -> bool:
+        return bool(redis.Redis(port=port, socket_timeout=1, **self._tls_client).ping())
 
     def _slots_served(self) -> bool:
-        info = redis.Redis(port=self.ports[0], socket_timeout=1).cluster("info")
-        return bool(info["cluster_state"] == "ok")
+        node = redis.Redis(port=self.ports[0], socket_timeout=1, **self._tls_client)
+        return bool(node.cluster("info")["cluster_state"] == "ok")
 
     @staticmethod
     def _wait(ready: Callable[[], object], timeout_s: float = 15.0) -> None:
@@ -105,7 +147,7 @@ class LocalRedisCluster:
             time.sleep(0.05)
 
     def client(self) -> RedisCluster:
-        return RedisCluster.from_url(self.url, socket_timeout=2.0)
+        return RedisCluster.from_url(self.url, socket_timeout=2.0, **self._tls_client)
 
     def close(self) -> None:
         for server in self._servers:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from sttpipe_testing.redis_cluster import ClusterUnavailable, LocalRedisCluster
 
 from sttpipe.cache import CacheKey, EntryKind, KeyParams
@@ -107,3 +108,38 @@ def test_cache_entries_across_slots_are_read_and_deleted_on_a_cluster(
     cache.bump_generation()
     assert cache.generation() >= 1
     cache.drop_namespace()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster() -> Iterator[LocalRedisCluster]:
+    try:
+        started = LocalRedisCluster(tls=True)
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    with started:
+        yield started
+
+
+def test_the_stacks_cache_endpoint_is_a_cluster_reached_over_verified_tls(
+    tls_cluster: LocalRedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The template's STT_REDIS_ENDPOINT/STT_REDIS_CLUSTER for the created ElastiCache Serverless
+    # cache, which speaks only TLS with a certificate the system store trusts: here the test
+    # CA stands in for the store (SSL_CERT_FILE).
+    settings = Settings(redis_endpoint=f"127.0.0.1:{tls_cluster.ports[0]}", redis_cluster=True)
+    monkeypatch.setenv("SSL_CERT_FILE", tls_cluster.ca_file)
+    made = redis_for(settings)
+    assert isinstance(made, RedisCluster)
+    cache = RedisCache(made, f"test-tls-{secrets.token_hex(4)}", ttl_s=60)
+    params = KeyParams("tls", "tenant", "model", "en", None, "json", "1")
+    entries = {CacheKey.build(EntryKind.CHUNK, f"{n:064x}", params): b"v%d" % n for n in range(9)}
+    cache.set_many(entries)
+    assert cache.get_many(list(entries)) == entries  # through every node
+    cache.drop_namespace()
+    made.close()
+    # A server whose certificate the store does not trust is refused, never used unverified.
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(RedisClusterException, match="CERTIFICATE_VERIFY_FAILED"):
+        redis_for(settings)
