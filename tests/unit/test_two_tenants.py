@@ -16,10 +16,11 @@ The rest of the boundary is covered where it is built, and not repeated here:
   entries across tenants (tests/unit/test_upload_cache.py::
   test_another_language_or_tenant_transcribes_again, tests/unit/test_cache.py,
   tests/unit/test_worker_service.py::test_another_language_or_tenant_is_another_computation);
-- A's upload form writes its one key only: S3 enforces it (LocalStack,
-  tests/integration/test_upload_policy_localstack.py); an object under a missing or deleted
-  job's prefix is never adopted (tests/unit/test_splitter_service.py);
-- the page lists B's jobs only (tests/e2e/test_web.py).
+- A's upload form writes its one key only: S3 enforces it (LocalStack, tests/integration/
+  test_upload_policy_localstack.py::test_s3_refuses_the_form_for_any_other_key); an object
+  under a missing or deleted job's prefix is never adopted (tests/unit/test_splitter_service.py);
+- both tenants' tokens through the local gateway, the same recording transcribed for each,
+  their webhooks delivered and the page showing each its own jobs: tests/e2e/test_two_tenants.py.
 """
 
 from __future__ import annotations
