@@ -132,7 +132,9 @@ class LocalPipeline:
             return env
         if not self._keep_cache:
             self._exit.callback(_drop_cache_namespace, self.redis_url, self.cache_namespace)
-        return {**env, "STT_REDIS_URL": self.redis_url}
+        # A single server, though the template's default stack makes a cluster (ElastiCache
+        # Serverless) that the local cloud does not.
+        return {**env, "STT_REDIS_URL": self.redis_url, "STT_REDIS_CLUSTER": "false"}
 
     @property
     def api_url(self) -> str:
