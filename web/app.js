@@ -1,9 +1,12 @@
 // sttpipe web client: no framework, no build step. Copy it and change what you need.
 // 0. hash the file in a Web Worker            (a recording already transcribed is not sent)
 // 1. POST /uploads -> a pre-signed S3 form   2. POST the file straight to S3 (progress bar)
-// 3. poll GET /jobs/{id} until it ends         4. show the transcript and the download links
-// 5. if some chunks failed: POST /jobs/{id}/rerun redoes only those, then back to 3
-// 6. the recording picked plays beside its lines; GET /jobs lists the tenant's jobs
+// 3. poll GET /jobs/{id} until it ends, its chunks on a timeline coloured by state
+// 4. show the transcript and the download links of every format
+// 5. the job's buttons: cancel it while it runs (POST /jobs/{id}/cancel); once it has ended, redo
+//    the chunks that did not finish (POST /jobs/{id}/rerun, then back to 3) or delete it
+// 6. the recording picked plays beside its lines, the line playing marked; GET /jobs lists the
+//    tenant's jobs, and one picked there is followed and shown from 3
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +16,10 @@ const POLL_MS = 1000;
 const TYPES = { flac: "audio/flac", wav: "audio/wav", mp3: "audio/mpeg", ogg: "audio/ogg",
   opus: "audio/opus", m4a: "audio/mp4", webm: "audio/webm", mp4: "video/mp4", mov: "video/quicktime" };
 const typeOf = (file) => file.type || TYPES[file.name.split(".").pop().toLowerCase()] || "";
+const clock = (s) => `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+
+// The job on the page, which its buttons act on, and its recording when it was picked here.
+const shown = { jobId: null, filename: "", file: null };
 
 // Settings may come in the URL fragment (never sent to a server): #token=...&api=...
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -71,18 +78,38 @@ function uploadToS3(form, file, onProgress) {
 
 function showJob(job) {
   const { chunks_finished: done, chunks_total: total } = job.progress;
+  const final = FINAL.has(job.status);
+  shown.jobId = job.job_id;
+  shown.filename = job.filename;
   $("job-id").textContent = job.job_id;
   $("job-status").textContent = job.status;
   $("job-counts").textContent = total ? `${done}/${total} chunks` : "";
   $("job-eta").textContent = job.eta_seconds ? `about ${Math.ceil(job.eta_seconds)} s left` : "";
   $("job-progress").max = Math.max(total, 1);
-  $("job-progress").value = FINAL.has(job.status) ? $("job-progress").max : done;
+  $("job-progress").value = final ? $("job-progress").max : done;
+  showTimeline(job.chunks);
+  $("cancel").hidden = final;
+  $("delete").hidden = !final;
+  // Chunks left unfinished (failed, or never sent by a cancelled job) can be redone; a job whose
+  // upload was refused has no chunks.
+  $("rerun").hidden = !final || !job.chunks.some((c) => c.state === "FAILED" || c.state === "PENDING");
+}
+
+// Each chunk spans its share of the recording (the chunks cover it end to end).
+function showTimeline(chunks) {
+  const length = Math.max(1, ...chunks.map((c) => c.end_ms));
   $("chunks").replaceChildren(
-    ...job.chunks.map((c) => {
-      const box = document.createElement("span");
-      box.className = c.state;
-      box.title = `chunk ${c.index}: ${c.state}${c.error ? " — " + c.error : ""}`;
-      return box;
+    ...chunks.map((c) => {
+      const item = document.createElement("li");
+      item.dataset.state = c.state;
+      item.style.left = `${(100 * c.start_ms) / length}%`;
+      item.style.width = `${(100 * (c.end_ms - c.start_ms)) / length}%`;
+      item.title = `chunk ${c.index}, ${clock(c.start_ms / 1000)}–${clock(c.end_ms / 1000)}: ${c.state}${c.error ? " — " + c.error : ""}`;
+      const text = document.createElement("span"); // the colour, for those who cannot see it
+      text.className = "visually-hidden";
+      text.textContent = item.title;
+      item.append(text);
+      return item;
     }),
   );
 }
@@ -96,10 +123,8 @@ async function follow(jobId) {
   }
 }
 
-const clock = (s) => `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
-
-// The JSON transcript's lines, each with its time; with the recording (the file picked for
-// this job), a time plays it from there.
+// The JSON transcript's lines, each a button with its time; with the recording (the file picked
+// for this job), a line plays it from there.
 async function showCues(job, file) {
   const player = $("player");
   player.hidden = !file;
@@ -109,50 +134,89 @@ async function showCues(job, file) {
   const transcript = await (await fetch(job.downloads.json)).json();
   $("cues").replaceChildren(
     ...transcript.segments.map((segment) => {
-      const line = document.createElement("li");
-      const time = document.createElement("button");
-      time.type = "button";
-      time.className = "cue";
+      const cue = document.createElement("button");
+      cue.type = "button";
+      cue.className = "cue";
+      cue.dataset.start = segment.start;
+      cue.dataset.end = segment.end;
+      cue.disabled = !file;
+      const time = document.createElement("span");
+      time.className = "at";
       time.textContent = clock(segment.start);
-      time.disabled = !file;
-      time.addEventListener("click", () => {
+      cue.append(time, segment.text);
+      cue.addEventListener("click", () => {
         player.currentTime = segment.start;
         player.play().catch(() => {}); // a browser may refuse to play until the user has
       });
-      line.append(time, " ", segment.text);
+      const line = document.createElement("li");
+      line.append(cue);
       return line;
     }),
   );
 }
 
+// The line playing is marked as the recording plays or is sought (timeupdate covers both), and
+// kept in view while it plays.
+$("player").addEventListener("timeupdate", () => {
+  const player = $("player");
+  for (const cue of $("cues").querySelectorAll("button.cue")) {
+    const playing = Number(cue.dataset.start) <= player.currentTime && player.currentTime < Number(cue.dataset.end);
+    if (playing === cue.hasAttribute("aria-current")) continue;
+    if (!playing) {
+      cue.removeAttribute("aria-current");
+      continue;
+    }
+    cue.setAttribute("aria-current", "true");
+    if (!player.paused) cue.scrollIntoView({ block: "nearest" });
+  }
+});
+
+// A job's chunks done (transcribed or silent) and all its chunks: from the stats it ended
+// with, else (running, or cancelled) from its status.
+async function progressOf(job) {
+  const { stats } = job;
+  if (stats.chunks !== undefined) return [stats.chunks_transcribed + stats.chunks_silent, stats.chunks];
+  const { chunks } = await api(`/jobs/${job.job_id}`);
+  return [chunks.filter((c) => c.state === "DONE" || c.state === "SILENT").length, chunks.length];
+}
+
 async function showJobs() {
   const page = await api("/jobs?limit=20");
+  const progress = await Promise.all(page.jobs.map(progressOf));
   $("jobs").tBodies[0].replaceChildren(
-    ...page.jobs.map((job) => {
+    ...page.jobs.map((job, i) => {
       const row = document.createElement("tr");
-      for (const value of [job.filename, job.status, new Date(job.created_at).toLocaleString()]) {
-        const cell = document.createElement("td");
-        cell.textContent = value; // a file name is the tenant's text: never HTML
-        row.append(cell);
-      }
       row.className = "job";
       row.dataset.jobId = job.job_id;
-      row.addEventListener("click", () =>
-        step(async () => {
-          $("progress-section").hidden = false;
-          await showResult(await follow(job.job_id), null);
-        }),
-      );
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "open-job";
+      open.textContent = job.filename; // the tenant's text: never HTML
+      open.addEventListener("click", () => step(() => openJob(job.job_id, null)));
+      const [done, total] = progress[i];
+      const bar = document.createElement("progress");
+      bar.max = Math.max(total, 1);
+      bar.value = done;
+      bar.setAttribute("aria-label", `${done} of ${total} chunks done`);
+      const cells = [[open], [job.status], total ? [bar, ` ${done}/${total}`] : [], [new Date(job.created_at).toLocaleString()]];
+      for (const content of cells) {
+        const cell = document.createElement("td");
+        cell.append(...content);
+        row.append(cell);
+      }
       return row;
     }),
   );
 }
 
+// Follows a job to its end and shows it; `file` is its recording, when it was picked here.
+async function openJob(jobId, file) {
+  shown.file = file;
+  $("progress-section").hidden = false;
+  await showResult(await follow(jobId), file);
+}
+
 async function showResult(job, file) {
-  // A job whose chunks failed (not one whose upload was refused) can redo just those.
-  $("rerun").hidden = !job.chunks.some((c) => c.state === "FAILED");
-  $("rerun").dataset.jobId = job.job_id;
-  $("rerun").file = file;
   if (job.status === "FAILED") throw new Error(`the job failed: ${job.failure_reason}`);
   if (job.status === "PARTIAL") $("error").textContent = `some chunks failed: ${job.failure_reason}`;
   const text = await fetch(job.downloads.txt);
@@ -170,11 +234,11 @@ async function showResult(job, file) {
   $("result").hidden = false;
 }
 
-// Runs one step of the page (upload, re-run) with the buttons off and its error shown.
+// Runs one step of the page (upload, re-run, delete) with the buttons off and its error shown.
 async function step(work) {
   $("error").textContent = "";
   $("result").hidden = true;
-  $("rerun").hidden = true;
+  for (const button of ["cancel", "rerun", "delete"]) $(button).hidden = true;
   $("start").disabled = true;
   try {
     await work();
@@ -187,11 +251,31 @@ async function step(work) {
 
 $("rerun").addEventListener("click", () =>
   step(async () => {
-    const jobId = $("rerun").dataset.jobId;
-    await api(`/jobs/${jobId}/rerun`, { method: "POST" });
-    await showResult(await follow(jobId), $("rerun").file || null);
+    await api(`/jobs/${shown.jobId}/rerun`, { method: "POST" });
+    await openJob(shown.jobId, shown.file);
   }),
 );
+
+// The step following the job stays on: it sees the job end (FAILED, "cancelled by its owner").
+$("cancel").addEventListener("click", async () => {
+  $("cancel").disabled = true;
+  try {
+    await api(`/jobs/${shown.jobId}/cancel`, { method: "POST" });
+  } catch (error) {
+    $("error").textContent = error.message;
+  } finally {
+    $("cancel").disabled = false;
+  }
+});
+
+$("delete").addEventListener("click", () => {
+  if (!confirm(`Delete the job of ${shown.filename}, its recording and its transcripts, for good?`)) return;
+  return step(async () => {
+    await api(`/jobs/${shown.jobId}`, { method: "DELETE" });
+    $("progress-section").hidden = true;
+    await refreshJobs();
+  });
+});
 
 $("upload-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -207,6 +291,7 @@ $("upload-form").addEventListener("submit", (event) => {
     else if ($("mixed-languages").checked) request.mixed_languages = true;
     if ($("prompt").value.trim()) request.prompt = $("prompt").value.trim();
     $("progress-section").hidden = false;
+    $("chunks").replaceChildren();
     $("upload-note").textContent = "";
     const sha256 = await sha256Of(file, (share) => ($("hash-progress").value = share * 100));
     if (sha256) request.sha256 = sha256;
@@ -219,7 +304,7 @@ $("upload-form").addEventListener("submit", (event) => {
       $("upload-note").textContent = "already transcribed: nothing uploaded";
     }
     $("upload-progress").value = 100;
-    await showResult(await follow(ticket.job_id), file);
+    await openJob(ticket.job_id, file);
     await refreshJobs();
   });
 });
