@@ -23,7 +23,7 @@ logger = Logger()
 tracer = Tracer(patch_modules=TRACED_AWS)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
-_message = TypeAdapter(MergeTask | JobFailureNotice)
+_message: TypeAdapter[MergeTask | JobFailureNotice] = TypeAdapter(MergeTask | JobFailureNotice)
 prepare(merge_service)
 
 
