@@ -20,7 +20,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TextIO
+
+from localcloud.recording import RECORD_DIR_ENV
+from localcloud.recording import install as record
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ def _load_handler(config: RuntimeConfig) -> Callable[[Any, Any], Any]:
         paths += [os.path.join(layer, "python"), layer]
     sys.path[:0] = [p for p in paths if os.path.isdir(p)]
     os.chdir(config.code_dir)  # Lambda runs in its task root
+    if RECORD_DIR_ENV in os.environ:  # TEST ONLY: see localcloud.recording
+        record(Path(os.environ[RECORD_DIR_ENV]) / f"{config.function_name}.jsonl")
     module_name, _, function = config.handler.rpartition(".")
     handler: Callable[[Any, Any], Any] = getattr(importlib.import_module(module_name), function)
     return handler
