@@ -2,14 +2,14 @@
 the AWS calls it makes.
 
 One pipeline run on the local cloud (moto) exercises every function: uploads with a webhook,
-splitting, transcription, merging, downloads, a job answered from the cache, a cancel and a
-re-run, deletions, the operators' endpoints, the scheduled functions and the migrations custom
-resource. Each function's process records (localcloud.recording) the Settings fields its code
-read and every AWS operation its boto3 clients made or pre-signed. The template is transformed
-with AWS's own SAM translator, so Globals and the SAM policy templates
-(SQSSendMessagePolicy ...) are expanded as CloudFormation would, then each recorded call is
-checked against the inline policies of the function's role, with S3 keys, queues, secrets and
-state machines resolved to this stack's resources.
+splitting, transcription (with a chunk retried and a malformed one dead-lettered), merging,
+downloads, a job answered from the cache, a cancel and a re-run, deletions, the operators'
+endpoints, the scheduled functions and the migrations custom resource. Each function's process
+records (localcloud.recording) the Settings fields its code read and every AWS operation its
+boto3 clients made or pre-signed. The template is transformed with AWS's own SAM translator, so
+Globals and the SAM policy templates (SQSSendMessagePolicy ...) are expanded as CloudFormation
+would, then each recorded call is checked against the inline policies of the function's role,
+with S3 keys, queues, secrets and state machines resolved to this stack's resources.
 
 What the run never does (an error path, say) is not checked: the run is wide, not exhaustive.
 """
@@ -107,8 +107,15 @@ def record_a_run(scratch: Path) -> Recorded:
         LocalPipeline(
             emulator="moto",
             engine="none",
-            # Every job that claims to run is checked by the reconciler, however young.
-            function_env={RECORD_DIR_ENV: str(records), "STT_RECONCILE_AFTER_S": "0"},
+            # A failed chunk comes back within seconds (a retry hides it for its backoff).
+            visibility_timeout_cap_s=6,
+            function_env={
+                RECORD_DIR_ENV: str(records),
+                # Every job that claims to run is checked by the reconciler, however young.
+                "STT_RECONCILE_AFTER_S": "0",
+                # The speech API's failures open the circuit breaker for a moment only.
+                "STT_SPEECH_BREAKER_COOLDOWN_S": "1",
+            },
             log_dir=scratch / "logs",
         ) as pipeline,
     ):
@@ -138,13 +145,18 @@ def _exercise(pipeline: LocalPipeline, receiver: WebhookReceiver, work: Path) ->
             timeout=60,  # a cold start on a busy machine
         ) as operator,
     ):
-        # A job with a webhook: upload form, split, transcribe, merge, deliver, download.
+        # A job with a webhook: upload form, split, transcribe (a chunk failing at first:
+        # retried later, its siblings deferred by the open breaker), merge, deliver, download.
+        pipeline.speech.control(script=["5xx"] * 6)
         first = _submit_with_webhook(operator, SAMPLE, receiver.url)
         assert client.follow(first, work / "transcripts").status == "COMPLETED"
         assert receiver.arrived.wait(60), "the webhook was never delivered"
         # The same file again: the API answers it from the cache and queues its webhook.
         again = _submit_with_webhook(operator, SAMPLE, receiver.url)
         assert client.wait(again, timeout_s=60)["status"] == "COMPLETED"
+
+        # A malformed chunk message goes straight to its queue's dead-letter queue.
+        _dead_letter_a_malformed_chunk(pipeline)
 
         # Audio nobody has heard, on a slow speech API: reconciled and cancelled mid-way.
         other = work / "quieter.wav"
@@ -180,6 +192,16 @@ def _exercise(pipeline: LocalPipeline, receiver: WebhookReceiver, work: Path) ->
     )
     invocation = host.invoke("MigrationsFunction", _schema_request(pipeline.cloud.stack, answer))
     assert invocation.outcome == "ok", invocation.error
+
+
+def _dead_letter_a_malformed_chunk(pipeline: LocalPipeline) -> None:
+    sqs, stack = pipeline.cloud.boto3_client("sqs"), pipeline.cloud.stack
+    sqs.send_message(QueueUrl=stack.ref("ChunkQueueLow"), MessageBody="not a chunk")
+    deadline = time.monotonic() + 60
+    while not sqs.receive_message(
+        QueueUrl=stack.ref("ChunkDeadLetterQueueLow"), VisibilityTimeout=60, WaitTimeSeconds=1
+    ).get("Messages"):
+        assert time.monotonic() < deadline, "the malformed chunk was not dead-lettered"
 
 
 def _submit_with_webhook(api: httpx.Client, path: Path, webhook_url: str) -> str:
