@@ -5,8 +5,9 @@ It serves the template's HttpApi events on 127.0.0.1: matches the route (method 
 invokes the function in the function host and writes its response. CORS preflights are answered
 and CORS headers added from the HttpApi's CorsConfiguration, as API Gateway does. With a
 `LocalJwtAuth`, every route but the template's `Authorizer: NONE` ones needs a valid bearer token
-(401 otherwise) and its claims reach the function as the JWT authorizer's do. The web page in
-web/ is served under /web/ (on AWS it would sit on any static host).
+(401 otherwise) and its claims reach the function as the JWT authorizer's do. The web page
+(functions/web/page) is served under /web/, as CloudFront serves it on AWS, with `web_config` as
+its config.json when set (on AWS the WebPage custom resource writes one).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _TEXT_TYPES: Final = re.compile(
     r"^(text/|application/(json|xml|javascript|x-www-form-urlencoded)|[^;]*\+(json|xml))", re.I
 )
 _LOCAL_API_ID: Final = "local"
-WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR: Final = Path(__file__).resolve().parents[2] / "functions" / "web" / "page"
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class ApiGateway:
         self.auth = auth
         self._route_auth = route_auth or RouteAuth()
         self._web_dir = web_dir.resolve() if web_dir else None
+        # The page's config.json (see functions/web/app.py); None: the page has none.
+        self.web_config: dict[str, Any] | None = None
+        # Headers sent with the page's files, as CloudFront's response headers policy adds.
+        self.web_headers: dict[str, str] = {}
         stack = host.stack
         self._account_id = stack.pseudo.account_id
         self._cors = stack.http_api_cors
@@ -203,9 +208,12 @@ class ApiGateway:
                 return RedirectResponse("/web/", status_code=302)
             if path.startswith("/web/"):
                 name = unquote(path.removeprefix("/web/")) or "index.html"
+                if name == "config.json" and self.web_config is not None:
+                    return _json_response(200, self.web_config)
                 file = (self._web_dir / name).resolve()
                 if file.is_relative_to(self._web_dir) and file.is_file():
-                    return FileResponse(file, headers={"cache-control": "no-store"})
+                    headers = {"cache-control": "no-store", **self.web_headers}
+                    return FileResponse(file, headers=headers)
         return _json_response(404, {"message": "Not Found"})
 
     async def _event(

@@ -170,8 +170,12 @@ class LocalCloud:
 
     @property
     def api_url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def gateway(self) -> ApiGateway:
         assert self._gateway is not None, "use LocalCloud as a context manager"
-        return self._gateway.url
+        return self._gateway
 
     def boto3_client(self, service: str) -> Any:
         """A boto3 client for the emulator (fake credentials, the stack's region)."""

@@ -403,6 +403,9 @@ class Resolver:
             return self._pseudo[name]
         if name in self.template.parameters:
             return self.template.parameters[name]
+        function, _, sam_ref = name.partition(".")
+        if sam_ref == "Version":  # SAM's AutoPublishAlias: the version published; here, none
+            return f"{self.get_att(function, 'Arn')}:$LATEST"
         return self._resource(name).ref
 
     def get_att(self, logical_id: str, attribute: str) -> str:

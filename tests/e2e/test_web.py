@@ -1,7 +1,8 @@
 """The web page in a real headless Chromium against the local cloud (moto): pick the sample,
 create the upload, POST it to S3 with a progress bar, follow the job on its chunk timeline, show
 the transcript and its downloads, play the recording from a line with the line playing marked,
-re-run the failed chunk of a PARTIAL job, cancel a running job and delete it. Each test keeps a
+re-run the failed chunk of a PARTIAL job, cancel a running job and delete it; sign in through
+a stand-in for Cognito's hosted UI (authorization code with PKCE). Each test keeps a
 PNG of every page state it checks in test-artifacts/screenshots/ (its path is printed)."""
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from sttpipe_testing.audio import read_pcm, scaled, write_wav
+from sttpipe_testing.hosted_ui import HostedUi
 
 from localcloud.client import PipelineClient
+from localcloud.cloud import DEFAULT_TEMPLATE
 from localcloud.pipeline import LocalPipeline
+from localcloud.template import load_template_document
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +49,27 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 
+def local_csp() -> str:
+    """The Content-Security-Policy CloudFront serves the page with (template.yaml's
+    WebHeadersPolicy), but for connect-src: here the API, S3 (moto) and the hosted UI's
+    stand-in are all on 127.0.0.1."""
+    document = load_template_document(DEFAULT_TEMPLATE)
+    headers = document["Resources"]["WebHeadersPolicy"]["Properties"]
+    config = headers["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    text, _ = config["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
+    directives = [d for d in text.split("; ") if not d.startswith("connect-src ")]
+    return "; ".join([*directives, "connect-src 'self' http://127.0.0.1:*"])
+
+
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[LocalPipeline]:
     # A chunk failed on purpose is given up within seconds (3 deliveries, 1 s and 2 s apart),
     # and the circuit it may open closes again before the next test.
     env = {"STT_RETRY_BACKOFF_BASE_S": "1", "STT_SPEECH_BREAKER_COOLDOWN_S": "2"}
     with LocalPipeline(emulator="moto", function_env=env) as running:
+        # Every page here runs under the deployed page's CSP (chromium_page fails a test that
+        # breaks it).
+        running.cloud.gateway.web_headers = {"content-security-policy": local_csp()}
         yield running
 
 
@@ -82,13 +101,20 @@ def screenshot(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str
 @contextmanager
 def chromium_page(profile: Path) -> Iterator[Any]:
     """A page in a fresh headless Chromium (a persistent context is how Playwright takes a
-    --user-data-dir of our own)."""
+    --user-data-dir of our own); what its Content-Security-Policy refused fails the test."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS
         )
+        refused: list[str] = []
         try:
-            yield browser.new_page()
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: "Content Security Policy" in m.text and refused.append(m.text),
+            )
+            yield page
+            assert refused == []
         finally:
             browser.close()
 
@@ -97,7 +123,7 @@ def wait_for_the_outcome(page: Any) -> None:
     """Either the transcript shows or the page says what went wrong (a slow, loaded machine can
     take minutes: the speech engine is real)."""
     page.wait_for_function(
-        "!document.querySelector('#result').hidden"
+        "() => !document.querySelector('#result').hidden"
         " || document.querySelector('#error').textContent !== ''",
         timeout=600_000,
     )
@@ -226,7 +252,8 @@ def test_page_uploads_follows_and_shows_the_transcript(
         first_job = page.text_content("#job-id")
         page.click("#start")
         page.wait_for_function(
-            f"document.querySelector('#job-id').textContent !== {first_job!r}", timeout=60_000
+            f"() => document.querySelector('#job-id').textContent !== {first_job!r}",
+            timeout=60_000,
         )
         again = page.text_content("#job-id") or ""
         screenshot(page, "known-recording")
@@ -281,7 +308,7 @@ def test_page_reruns_the_failed_chunks_of_a_partial_job(
             pipeline.speech.control(fail_files={})  # the API recovered
             page.click("#rerun")
             page.wait_for_function(
-                "document.querySelector('#job-status').textContent !== 'PARTIAL'"
+                "() => document.querySelector('#job-status').textContent !== 'PARTIAL'"
             )
             wait_for_the_outcome(page)
             screenshot(page, "re-run")
@@ -305,7 +332,7 @@ def test_page_shows_why_an_upload_is_refused(
         page.goto(f"{pipeline.api_url}/web/#token=forged.token.value")
         page.set_input_files("#file", str(SAMPLE))
         page.click("#start")
-        page.wait_for_function("document.querySelector('#error').textContent !== ''")
+        page.wait_for_function("() => document.querySelector('#error').textContent !== ''")
         screenshot(page, "unauthorized")
         assert page.text_content("#error") == "401: Unauthorized"
 
@@ -313,7 +340,7 @@ def test_page_shows_why_an_upload_is_refused(
         page.reload()
         page.set_input_files("#file", str(bogus))
         page.click("#start")
-        page.wait_for_function("document.querySelector('#error').textContent !== ''")
+        page.wait_for_function("() => document.querySelector('#error').textContent !== ''")
         screenshot(page, "not-audio")
         assert "422" in (page.text_content("#error") or "")
         assert "content_type" in (page.text_content("#error") or "")
@@ -332,7 +359,7 @@ def test_page_cancels_a_running_job_then_deletes_it_once_confirmed(
             page.fill("#language", "en")
             page.click("#start")
             page.wait_for_function(
-                "document.querySelector('#job-status').textContent === 'TRANSCRIBING'",
+                "() => document.querySelector('#job-status').textContent === 'TRANSCRIBING'",
                 timeout=120_000,
             )
             screenshot(page, "running")
@@ -355,10 +382,10 @@ def test_page_cancels_a_running_job_then_deletes_it_once_confirmed(
             page.click("#refresh-jobs")
             row = f"#jobs tr[data-job-id='{job_id}']"
             page.wait_for_function(
-                f"document.querySelector(\"{row}\")?.textContent.includes('FAILED')"
+                f"() => document.querySelector(\"{row}\")?.textContent.includes('FAILED')"
             )
             page.click(f"{row} button")
-            page.wait_for_function("document.querySelector('#error').textContent !== ''")
+            page.wait_for_function("() => document.querySelector('#error').textContent !== ''")
             chunks = client.job(job_id)["chunks"]
             assert_the_timeline_shows(page, chunks)
             done = settled(chunks)
@@ -391,3 +418,81 @@ def test_page_cancels_a_running_job_then_deletes_it_once_confirmed(
                 client.job(job_id)
     finally:
         pipeline.speech.control(latency_s=0.0)
+
+
+def test_page_signs_in_through_the_hosted_ui_with_pkce_and_lists_the_users_jobs(
+    pipeline: LocalPipeline, tmp_path: Path, screenshot: Screenshot
+) -> None:
+    """The hosted UI is a stand-in (moto has none: sttpipe_testing.hosted_ui), which refuses a
+    page that skips PKCE or sends another verifier; its tokens are ones the local JWT authorizer
+    accepts, for a tenant of their own."""
+    page_url = f"{pipeline.api_url}/web/"
+    tenant = "signed-in"
+
+    def create_job(token: str) -> str:
+        request = {"filename": "talk.flac", "content_type": "audio/flac", "size_bytes": 1000}
+        created = httpx.post(
+            f"{pipeline.api_url}/uploads",
+            json=request,
+            headers={"authorization": f"Bearer {token}"},
+        )
+        created.raise_for_status()
+        return str(created.json()["job_id"])
+
+    mine, not_mine = create_job(pipeline.token(tenant)), create_job(pipeline.token("another"))
+    hosted_ui = HostedUi(
+        client_id="page-client", redirect_uri=page_url, mint=lambda: pipeline.token(tenant)
+    )
+    pipeline.cloud.gateway.web_config = {"sign_in": hosted_ui.sign_in()}  # config.json
+    try:
+        with hosted_ui, chromium_page(tmp_path / "profile") as page:
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(page_url)
+            page.wait_for_selector("#sign-in", state="visible")
+            screenshot(page, "signed-out")
+            assert page.is_hidden("#signed-in") and page.locator("#jobs tr.job").count() == 0
+
+            page.click("#sign-in")  # to the hosted UI, and back with a code
+            page.wait_for_selector("#signed-in", state="visible")
+            screenshot(page, "signed-in")
+            assert hosted_ui.refused == [] and hosted_ui.grants == ["authorization_code"]
+            assert page.url == page_url  # the code and state are gone from the address bar
+            assert page.text_content("#user") == f"user-of-{tenant}"
+            assert listed(page, mine)[0] == "AWAITING_UPLOAD"
+            assert page.locator(f"#jobs tr[data-job-id='{not_mine}']").count() == 0
+            # The tokens live in this tab's sessionStorage; nothing in localStorage.
+            assert page.evaluate("Object.keys(localStorage)") == []
+            assert page.evaluate("Object.keys(sessionStorage)") == ["sttpipe.tokens"]
+
+            # Expired, the ID token is refreshed with the refresh token before the next call.
+            page.evaluate(
+                """() => { const t = JSON.parse(sessionStorage.getItem('sttpipe.tokens'));
+                           t.expires_at = Date.now();
+                           sessionStorage.setItem('sttpipe.tokens', JSON.stringify(t)); }"""
+            )
+            page.click("#refresh-jobs")
+            page.wait_for_function(
+                "() => JSON.parse(sessionStorage.getItem('sttpipe.tokens')).expires_at > Date.now()"
+            )
+            assert hosted_ui.grants == ["authorization_code", "refresh_token"]
+            assert listed(page, mine)[0] == "AWAITING_UPLOAD" and page.text_content("#error") == ""
+
+            # A code the page did not ask for (another state) is never exchanged.
+            page.goto(f"{page_url}?code=stolen&state=forged")
+            page.wait_for_function("() => document.querySelector('#error').textContent !== ''")
+            assert page.text_content("#error") == (
+                "sign-in failed: the answer is not to a sign-in this page started"
+            )
+            assert len(hosted_ui.grants) == 2 and hosted_ui.refused == []
+
+            # Signing out ends the hosted UI's session too and comes back signed out.
+            with page.expect_navigation(url=page_url):  # by the hosted UI's /logout
+                page.click("#sign-out")
+            page.wait_for_selector("#sign-in", state="visible")
+            screenshot(page, "signed-out-again")
+            assert page.evaluate("sessionStorage.getItem('sttpipe.tokens')") is None
+            assert page.url == page_url and page.locator("#jobs tr.job").count() == 0
+            assert errors == []
+    finally:
+        pipeline.cloud.gateway.web_config = None

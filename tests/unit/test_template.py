@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import json
 import re
 import subprocess
@@ -92,6 +93,7 @@ def test_every_function_but_the_api_and_the_scheduled_ones_is_fed_by_sqs(
         "CacheWarmerFunction": {"Schedule"},
         "ReconcilerFunction": {"Schedule"},
         "MigrationsFunction": set(),  # CloudFormation calls it: the DatabaseSchema resource
+        "WebPublisherFunction": set(),  # and the WebPage resource
     }
     for name, props in _functions(template).items():
         kinds = {e["Type"] for e in props.get("Events", {}).values()}
@@ -251,6 +253,8 @@ def _s3_access(props: dict[str, Any]) -> dict[str, set[str]]:
             resources = resources if isinstance(resources, list) else [resources]
             for action in (a for a in actions if a.startswith("s3:")):
                 for resource in resources:
+                    if _references(resource) - {"UploadBucket"}:
+                        continue  # another bucket: the web page's
                     arn = resource["Fn::Sub"] if isinstance(resource, dict) else resource
                     bucket, _, key = arn.partition("${UploadBucket}")
                     assert bucket.endswith("s3:::"), arn
@@ -290,6 +294,18 @@ BRING_YOUR_OWN = {
 NETWORK = {"Vpc", "PublicSubnet", "NatGateway", "PrivateSubnetA", "PrivateSubnetB"}
 DATABASE = {"DatabaseCluster", "DatabaseInstance", "DatabaseProxy", "DatabaseProxyTargetGroup"}
 CACHE = {"Cache", "CacheSecurityGroup"}
+# The functions that read the job database's secret: all but the web page's publisher, which
+# writes the page to its bucket and no more.
+USE_DATABASE = {
+    "SplitterFunction",
+    "WorkerFunction",
+    "MergeFunction",
+    "WebhookFunction",
+    "CacheWarmerFunction",
+    "MigrationsFunction",
+    "ReconcilerFunction",
+    "ApiFunction",
+}
 
 
 class _Attributes(dict[str, str]):
@@ -369,7 +385,8 @@ def test_the_default_stack_creates_its_network_database_and_cache(
             "SecurityGroupIds": ["ref-FunctionSecurityGroup"],
         }, name
         readable = resolve(_readable_secrets(props))
-        assert "DatabaseCluster.MasterUserSecret.SecretArn" in readable, name
+        reads_it = "DatabaseCluster.MasterUserSecret.SecretArn" in readable
+        assert reads_it is (name in USE_DATABASE), name
         env = resolve(props["Environment"]["Variables"])
         assert env["STT_DATABASE_SECRET_ID"] == "DatabaseCluster.MasterUserSecret.SecretArn"
         assert env["STT_DATABASE_HOST"] == "DatabaseProxy.Endpoint"
@@ -400,7 +417,8 @@ def test_a_stack_given_its_network_database_and_cache_creates_none_and_uses_them
             "SubnetIds": ["subnet-0a", "subnet-0b"],
             "SecurityGroupIds": ["ref-FunctionSecurityGroup", "sg-0d"],
         }, name
-        assert BRING_YOUR_OWN["DatabaseSecretArn"] in resolve(_readable_secrets(props)), name
+        readable = resolve(_readable_secrets(props))
+        assert (BRING_YOUR_OWN["DatabaseSecretArn"] in readable) is (name in USE_DATABASE), name
         env = resolve(props["Environment"]["Variables"])
         assert env["STT_DATABASE_SECRET_ID"] == BRING_YOUR_OWN["DatabaseSecretArn"]
         assert "STT_DATABASE_HOST" not in env and "STT_DATABASE_NAME" not in env  # the secret's
@@ -431,3 +449,133 @@ def test_stateful_resources_declare_what_deleting_or_replacing_them_keeps(
         allowed = STATEFUL[resource["Type"]]
         assert resource.get("DeletionPolicy") in allowed, name
         assert resource.get("UpdateReplacePolicy") in allowed | {"Retain"}, name
+
+
+def _transformed(text: str) -> dict[str, Any]:
+    """The CloudFormation template `sam deploy` makes of `text` (local code paths stand in as
+    S3 URIs, which is what `sam package` turns them into)."""
+    from cfnlint.decode import decode_str
+    from samtranslator.translator.transform import transform
+
+    class _NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    text = re.sub(
+        r"^(\s+(?:CodeUri|ContentUri|DefinitionUri)): .*$", r"\1: s3://b/k", text, flags=re.M
+    )
+    document, errors = decode_str(text)
+    assert not errors and document is not None
+    return dict(transform(document, {"AWS::Region": "us-east-1"}, _NoManagedPolicies()))
+
+
+def _references(node: Any) -> set[str]:
+    """The logical ids a piece of CloudFormation names (Ref, GetAtt, Sub's ${...})."""
+    if isinstance(node, list):
+        return set().union(*map(_references, node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found: set[str] = set()
+    for key, value in node.items():
+        if key == "Ref" and isinstance(value, str) and not value.startswith("AWS::"):
+            found.add(value)
+        elif key == "Fn::GetAtt":
+            found.add((value.split(".") if isinstance(value, str) else value)[0])
+        elif key == "Fn::Sub":
+            text = value if isinstance(value, str) else value[0]
+            found |= {
+                name.split(".")[0]
+                for name in re.findall(r"\$\{([^!}][^}]*)\}", text)
+                if not name.startswith("AWS::")
+            }
+            found |= _references(value[1] if isinstance(value, list) else None)
+        else:
+            found |= _references(value)
+    return found
+
+
+def test_the_deployed_template_has_no_circular_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cfn-lint does not see one through SAM's transform; CloudFormation refuses the stack. (A
+    # page on the API's own URL would make one: UserPoolClient -> HttpApi -> UserPoolClient.)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    resources = _transformed((ROOT / "template.yaml").read_text())["Resources"]
+    graph = {
+        name: (_references(r.get("Properties")) | set(_as_list(r.get("DependsOn"))))
+        & set(resources)
+        for name, r in resources.items()
+    }
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def test_the_page_is_served_by_cloudfront_from_a_private_bucket_under_a_strict_csp() -> None:
+    t, resolve = _stack()
+    distribution = resolve.resolve(t.properties("WebDistribution"))["DistributionConfig"]
+    assert (
+        resolve.resolve(t.doc["Outputs"]["WebUrl"]["Value"])
+        == "https://WebDistribution.DomainName/"
+    )
+    assert distribution["DefaultRootObject"] == "index.html"
+    assert distribution["Origins"][0]["DomainName"] == "WebBucket.RegionalDomainName"
+    assert distribution["Origins"][0]["OriginAccessControlId"] == "WebOriginAccessControl.Id"
+    behaviour = distribution["DefaultCacheBehavior"]
+    assert behaviour["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert behaviour["ResponseHeadersPolicyId"] == "ref-WebHeadersPolicy"
+    blocked = resolve.resolve(t.properties("WebBucket"))["PublicAccessBlockConfiguration"]
+    assert blocked == dict.fromkeys(blocked, True) and len(blocked) == 4
+    reader = resolve.resolve(t.properties("WebBucketPolicy"))["PolicyDocument"]["Statement"][0]
+    assert reader["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert reader["Condition"]["StringEquals"]["AWS:SourceArn"].endswith(
+        "distribution/ref-WebDistribution"
+    )
+    # The page runs its own files only, and talks to the API, the upload bucket and (with the
+    # stack's user pool) the hosted UI's token endpoint.
+    for parameters, sign_in in (({}, True), ({"JwtIssuer": "https://idp.example"}, False)):
+        t, resolve = _stack(**parameters)
+        headers = resolve.resolve(t.properties("WebHeadersPolicy"))
+        config = headers["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+        policy = dict(
+            [*d.split(" ", 1), ""][:2]
+            for d in config["ContentSecurityPolicy"]["ContentSecurityPolicy"].split("; ")
+        )
+        assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+        assert policy["script-src"] == policy["style-src"] == policy["worker-src"] == "'self'"
+        assert "unsafe" not in str(policy)
+        hosted_ui = "https://ref-UserPoolDomain.auth.us-east-1.amazoncognito.com"
+        assert (hosted_ui in policy["connect-src"].split()) is sign_in
+        assert "https://ref-UploadBucket.s3.us-east-1.amazonaws.com" in policy["connect-src"]
+
+
+def test_the_page_signs_in_through_the_hosted_ui_with_the_authorization_code_flow() -> None:
+    t, resolve = _stack()
+    client = resolve.resolve(t.properties("UserPoolClient"))
+    page = "https://WebDistribution.DomainName/"
+    assert client["GenerateSecret"] is False  # a browser keeps no secret: PKCE instead
+    assert client["AllowedOAuthFlowsUserPoolClient"] is True
+    assert client["AllowedOAuthFlows"] == ["code"]  # not implicit: tokens never in a URL
+    assert "openid" in client["AllowedOAuthScopes"]  # the ID token, which names the tenant
+    assert client["CallbackURLs"] == client["LogoutURLs"] == [page]
+    assert t.doc["Resources"]["UserPoolDomain"]["Condition"] == "UseCognito"
+    # A prefix of the stack's own: its id's UUID (unique, lowercase), here the stand-in's id.
+    assert resolve.resolve(t.properties("UserPoolDomain"))["Domain"].startswith("stt-")
+    hosted_ui = "https://ref-UserPoolDomain.auth.us-east-1.amazoncognito.com"
+    assert resolve.resolve(t.properties("WebPage"))["Config"] == {
+        "api_url": "https://ref-HttpApi.execute-api.us-east-1.amazonaws.com",
+        "sign_in": {
+            "authorize_endpoint": f"{hosted_ui}/oauth2/authorize",
+            "token_endpoint": f"{hosted_ui}/oauth2/token",
+            "logout_endpoint": f"{hosted_ui}/logout",
+            "client_id": "ref-UserPoolClient",
+            "redirect_uri": page,
+            "scope": "openid email",
+        },
+    }
+    # Another issuer's tokens: no user pool, no hosted UI; the page takes a pasted token.
+    t, resolve = _stack(JwtIssuer="https://idp.example", JwtAudience="page")
+    assert not {"UserPoolClient", "UserPoolDomain"} & set(t.resources())
+    assert resolve.resolve(t.properties("WebPage"))["Config"] == {
+        "api_url": "https://ref-HttpApi.execute-api.us-east-1.amazonaws.com"
+    }

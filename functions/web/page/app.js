@@ -7,6 +7,9 @@
 //    the chunks that did not finish (POST /jobs/{id}/rerun, then back to 3) or delete it
 // 6. the recording picked plays beside its lines, the line playing marked; GET /jobs lists the
 //    tenant's jobs, and one picked there is followed and shown from 3
+// Sign-in: with the stack's user pool, config.json (written beside the page at deploy) names
+// its hosted UI, and the page signs in there (authorization code with PKCE); else a token is
+// pasted (another issuer's, or a local one).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -21,17 +24,129 @@ const clock = (s) => `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(Ma
 // The job on the page, which its buttons act on, and its recording when it was picked here.
 const shown = { jobId: null, filename: "", file: null };
 
-// Settings may come in the URL fragment (never sent to a server): #token=...&api=...
+// Settings, first found wins: the URL fragment (never sent to a server: #token=...&api=...),
+// config.json beside the page (the API's URL and the hosted UI's endpoints, written at deploy),
+// the page's own origin.
 const fragment = new URLSearchParams(location.hash.slice(1));
 $("api-url").value = fragment.get("api") || location.origin;
 $("token").value = fragment.get("token") || "";
+let signIn = null; // config.json's sign_in: authorize/token/logout endpoints, client id, redirect URI
+const settings = fetch("config.json", { cache: "no-cache" })
+  .then((response) => (response.ok ? response.json() : {}))
+  .catch(() => ({})) // no config.json (a page opened from elsewhere): the defaults above
+  .then((config) => {
+    if (config.api_url && !fragment.get("api")) $("api-url").value = config.api_url;
+    signIn = config.sign_in || null;
+  });
+
+// The tokens of this tab's sign-in. sessionStorage, not localStorage: they end with the tab and
+// are not shared with other tabs.
+const TOKENS = "sttpipe.tokens";
+const PENDING = "sttpipe.sign-in"; // the PKCE verifier and state of a sign-in under way
+const stored = (key) => JSON.parse(sessionStorage.getItem(key) || "null");
+const base64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const randomText = (bytes) => base64url(crypto.getRandomValues(new Uint8Array(bytes)));
+
+// Authorization code with PKCE (RFC 7636, S256): the hosted UI sees the verifier's hash only,
+// and the code it sends back is worth nothing without the verifier, kept in this tab. The state
+// ties its answer to this request.
+async function startSignIn() {
+  const pending = { verifier: randomText(32), state: randomText(16) };
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(pending.verifier));
+  sessionStorage.setItem(PENDING, JSON.stringify(pending));
+  const url = new URL(signIn.authorize_endpoint);
+  url.search = new URLSearchParams({
+    response_type: "code",
+    client_id: signIn.client_id,
+    redirect_uri: signIn.redirect_uri,
+    scope: signIn.scope,
+    state: pending.state,
+    code_challenge: base64url(new Uint8Array(digest)),
+    code_challenge_method: "S256",
+  });
+  location.assign(url);
+}
+
+// The hosted UI's answer (?code=...&state=... or ?error=...): taken once, then cleared from the
+// address bar and history.
+async function finishSignIn(query) {
+  const pending = stored(PENDING);
+  sessionStorage.removeItem(PENDING);
+  history.replaceState(null, "", location.pathname + location.hash);
+  if (query.has("error")) throw new Error(`sign-in failed: ${query.get("error_description") || query.get("error")}`);
+  if (!pending || query.get("state") !== pending.state) {
+    throw new Error("sign-in failed: the answer is not to a sign-in this page started");
+  }
+  await requestTokens({
+    grant_type: "authorization_code",
+    code: query.get("code"),
+    redirect_uri: signIn.redirect_uri,
+    code_verifier: pending.verifier,
+  });
+}
+
+async function requestTokens(fields) {
+  const response = await fetch(signIn.token_endpoint, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ client_id: signIn.client_id, ...fields }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`sign-in failed: ${body.error || response.status}`);
+  sessionStorage.setItem(TOKENS, JSON.stringify({
+    id_token: body.id_token,
+    refresh_token: body.refresh_token || fields.refresh_token, // a refresh answer has none
+    expires_at: Date.now() + body.expires_in * 1000,
+  }));
+}
+
+// The bearer token: the signed-in user's ID token (it names the tenant, custom:tenant_id),
+// refreshed when it is about to expire; else the one pasted.
+async function bearer() {
+  const tokens = stored(TOKENS);
+  if (!tokens) return $("token").value;
+  if (Date.now() < tokens.expires_at - 60_000) return tokens.id_token;
+  try {
+    await requestTokens({ grant_type: "refresh_token", refresh_token: tokens.refresh_token });
+  } catch {
+    sessionStorage.removeItem(TOKENS);
+    showAccount();
+    throw new Error("the session has ended: sign in again");
+  }
+  return stored(TOKENS).id_token;
+}
+
+function showAccount() {
+  const tokens = stored(TOKENS);
+  $("sign-in").hidden = !signIn || Boolean(tokens);
+  $("signed-in").hidden = !tokens;
+  $("manual").open = !signIn && !tokens;
+  if (tokens) {
+    const claims = JSON.parse(atob(tokens.id_token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    $("user").textContent = claims.email || claims["cognito:username"] || claims.sub;
+  }
+}
+
+$("sign-in").addEventListener("click", () => startSignIn().catch((error) => ($("error").textContent = error.message)));
+$("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKENS);
+  $("jobs").tBodies[0].replaceChildren();
+  showAccount();
+  // The hosted UI ends its own session too, and sends the browser back here.
+  if (signIn?.logout_endpoint) {
+    const url = new URL(signIn.logout_endpoint);
+    url.search = new URLSearchParams({ client_id: signIn.client_id, logout_uri: signIn.redirect_uri });
+    location.assign(url);
+  }
+});
 
 async function api(path, options = {}) {
+  await settings;
   const response = await fetch($("api-url").value.replace(/\/$/, "") + path, {
     ...options,
     headers: {
       "content-type": "application/json",
-      authorization: `Bearer ${$("token").value}`,
+      authorization: `Bearer ${await bearer()}`,
       ...(options.headers || {}),
     },
   });
@@ -312,4 +427,14 @@ $("upload-form").addEventListener("submit", (event) => {
 // The list never hides what is shown: its errors go to the error line only.
 const refreshJobs = () => showJobs().catch((error) => ($("error").textContent = error.message));
 $("refresh-jobs").addEventListener("click", refreshJobs);
-if ($("token").value) refreshJobs();
+
+settings
+  .then(async () => {
+    const query = new URLSearchParams(location.search);
+    if (signIn && (query.has("code") || query.has("error"))) await finishSignIn(query);
+  })
+  .catch((error) => ($("error").textContent = error.message))
+  .finally(() => {
+    showAccount();
+    if (stored(TOKENS) || $("token").value) refreshJobs();
+  });
