@@ -132,9 +132,14 @@ class LocalPipeline:
             return env
         if not self._keep_cache:
             self._exit.callback(_drop_cache_namespace, self.redis_url, self.cache_namespace)
-        # A single server, though the template's default stack makes a cluster (ElastiCache
-        # Serverless) that the local cloud does not.
-        return {**env, "STT_REDIS_URL": self.redis_url, "STT_REDIS_CLUSTER": "false"}
+        # A single server without AUTH, though the template's default stack makes a cluster
+        # (ElastiCache Serverless) with a user of its own that the local cloud does not.
+        return {
+            **env,
+            "STT_REDIS_URL": self.redis_url,
+            "STT_REDIS_CLUSTER": "false",
+            "STT_REDIS_AUTH_SECRET_ID": "",  # empty counts as unset
+        }
 
     @property
     def api_url(self) -> str:

@@ -1,17 +1,20 @@
 """A real Redis Cluster for tests: three `redis-server --cluster-enabled yes` primaries on free
 ports of 127.0.0.1, joined with `redis-cli --cluster create`, as ElastiCache Serverless (always
 cluster mode) would answer; with `tls=True` it speaks only TLS, as ElastiCache Serverless does,
-with a certificate from a CA of its own (`ca_file`). Nothing is kept on disk beyond the run."""
+with a certificate from a CA of its own (`ca_file`); with `users` (ACL file lines) its `default`
+user is off, as in the stack's cache user group, and clients must sign in as one of them.
+Nothing is kept on disk beyond the run."""
 
 from __future__ import annotations
 
 import random
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -42,13 +45,16 @@ def _free_port() -> int:
 
 
 class LocalRedisCluster:
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, users: Sequence[str] = ()) -> None:
         if not (shutil.which("redis-server") and shutil.which("redis-cli")):
             raise ClusterUnavailable("redis-server and redis-cli are needed for a Redis Cluster")
         if tls and not shutil.which("openssl"):
             raise ClusterUnavailable("openssl is needed for a TLS Redis Cluster's certificates")
         self.tls = tls
+        self.users = list(users)
         self._dir = tempfile.TemporaryDirectory(prefix="stt-redis-cluster-")
+        # Its own set-up and client() sign in as an administrator when `default` is off.
+        self._admin = {"username": "admin", "password": secrets.token_hex(16)} if users else {}
         self.ca_file = str(Path(self._dir.name) / "ca.pem")
         self.ports: list[int] = []
         while len(self.ports) < NODES:
@@ -66,8 +72,16 @@ class LocalRedisCluster:
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.ports[0]}/0"
 
     @property
-    def _tls_client(self) -> dict[str, Any]:
-        return {"ssl": True, "ssl_ca_certs": self.ca_file} if self.tls else {}
+    def _client_options(self) -> dict[str, Any]:
+        tls = {"ssl": True, "ssl_ca_certs": self.ca_file} if self.tls else {}
+        return {**tls, **self._admin}
+
+    def _acl_file(self) -> list[str]:
+        """The nodes' users: `default` off, the administrator and `users`."""
+        path = Path(self._dir.name) / "users.acl"
+        admin = f"user {self._admin['username']} on >{self._admin['password']} ~* &* +@all"
+        path.write_text("\n".join(["user default off", admin, *self.users]) + "\n")
+        return ["--aclfile", str(path)]
 
     def _make_certificates(self) -> list[str]:
         """A CA and a certificate for 127.0.0.1 signed by it; the nodes' TLS arguments."""
@@ -97,6 +111,7 @@ class LocalRedisCluster:
 
     def _start(self) -> None:
         tls_args = self._make_certificates() if self.tls else []
+        acl_args = self._acl_file() if self.users else []
         for port in self.ports:
             node_dir = Path(self._dir.name) / str(port)
             node_dir.mkdir()
@@ -107,7 +122,7 @@ class LocalRedisCluster:
                 node = ["--port", str(port)]
             node += ["--bind", "127.0.0.1", "--dir", str(node_dir)]
             node += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-            node += ["--save", "", "--appendonly", "no"]  # nothing kept
+            node += ["--save", "", "--appendonly", "no", *acl_args]  # nothing kept
             self._servers.append(
                 subprocess.Popen(
                     ["redis-server", *node], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -118,6 +133,11 @@ class LocalRedisCluster:
         subprocess.run(
             ["redis-cli", "--cluster", "create"]
             + (["--tls", "--cacert", self.ca_file] if self.tls else [])
+            + (
+                ["--user", self._admin["username"], "--pass", self._admin["password"]]
+                if self.users
+                else []
+            )
             + [f"127.0.0.1:{p}" for p in self.ports]
             + ["--cluster-replicas", "0", "--cluster-yes"],
             check=True,
@@ -127,10 +147,10 @@ class LocalRedisCluster:
         self._wait(self._slots_served)
 
     def _answers(self, port: int) -> bool:
-        return bool(redis.Redis(port=port, socket_timeout=1, **self._tls_client).ping())
+        return bool(redis.Redis(port=port, socket_timeout=1, **self._client_options).ping())
 
     def _slots_served(self) -> bool:
-        node = redis.Redis(port=self.ports[0], socket_timeout=1, **self._tls_client)
+        node = redis.Redis(port=self.ports[0], socket_timeout=1, **self._client_options)
         return bool(node.cluster("info")["cluster_state"] == "ok")
 
     @staticmethod
@@ -147,7 +167,7 @@ class LocalRedisCluster:
             time.sleep(0.05)
 
     def client(self) -> RedisCluster:
-        return RedisCluster.from_url(self.url, socket_timeout=2.0, **self._tls_client)
+        return RedisCluster.from_url(self.url, socket_timeout=2.0, **self._client_options)
 
     def close(self) -> None:
         for server in self._servers:

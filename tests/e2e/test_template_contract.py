@@ -21,6 +21,7 @@ import json
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,14 +316,27 @@ def grants_of_functions(path: Path, stack: Stack, scratch: Path) -> dict[str, li
     grants: dict[str, list[Grant]] = {}
     for lid, function in template.resources("AWS::Lambda::Function").items():
         role = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        policies = template.doc["Resources"][role]["Properties"].get("Policies", [])
         statements = [
             statement
-            for policy in template.doc["Resources"][role]["Properties"].get("Policies", [])
+            for policy in _in_force(template, policies)
             for statement in policy["PolicyDocument"]["Statement"]
             if statement["Effect"] == "Allow"
         ]
         grants[lid] = [_grant(resolver, statement) for statement in statements]
     return grants
+
+
+def _in_force(template: Template, policies: list[Any]) -> Iterator[dict[str, Any]]:
+    """The inline policies whose conditions hold on the stack: SAM keeps the `!If` a policy
+    is given in (`!If [HasRedisAuth, {AWSSecretsManagerGetSecretValuePolicy: ...}, NoValue]`)
+    around the policy it makes."""
+    for policy in policies:
+        while "Fn::If" in policy:
+            condition, if_true, if_false = policy["Fn::If"]
+            policy = if_true if template.condition(condition) else if_false
+        if policy != {"Ref": "AWS::NoValue"}:
+            yield policy
 
 
 def _grant(resolver: Resolver, statement: dict[str, Any]) -> Grant:

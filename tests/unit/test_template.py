@@ -430,6 +430,86 @@ def test_a_stack_given_its_network_database_and_cache_creates_none_and_uses_them
     assert vpc_config["SecurityGroupIds"] == ["ref-FunctionSecurityGroup"]
 
 
+# The created cache admits only the functions' user (ElastiCache RBAC, the only access control
+# of a serverless cache); a cache you bring is signed in to with your secret, if you give one.
+CACHE_AUTH = {
+    "CacheUserGroup",
+    "CacheUser",
+    "CacheDefaultUser",
+    "CacheUserSecret",
+    "CacheDefaultUserSecret",
+}
+REDIS_AUTH_SECRET = "arn:aws:secretsmanager:us-east-1:111122223333:secret:cache-AbCdEf"
+DATABASE_SECRETS = {
+    "DatabaseCluster.MasterUserSecret.SecretArn",
+    BRING_YOUR_OWN["DatabaseSecretArn"],
+}
+
+
+def _redis_readers(t: Template, resolver: Resolver, secret: str) -> dict[str, bool]:
+    """For each function that reads the database (the ones built on sttpipe's bootstrap, which
+    makes the Redis client too): whether it gets `secret` as STT_REDIS_AUTH_SECRET_ID and may
+    read it."""
+    found = {}
+    for name in t.resources(FUNCTION_TYPE):
+        props = resolver.resolve(t.properties(name))
+        readable = _readable_secrets(props)
+        if not DATABASE_SECRETS & set(readable):
+            continue
+        env = props["Environment"]["Variables"]
+        found[name] = env.get("STT_REDIS_AUTH_SECRET_ID") == secret and secret in readable
+    return found
+
+
+def test_the_created_cache_admits_only_the_functions_user_whose_secret_they_read() -> None:
+    t, resolver = _stack()
+    resolve = resolver.resolve
+    assert set(t.resources()) >= CACHE_AUTH
+    cache = resolve(t.properties("Cache"))
+    assert cache["UserGroupId"] == "ref-CacheUserGroup"
+    group = resolve(t.properties("CacheUserGroup"))
+    assert sorted(group["UserIds"]) == ["ref-CacheDefaultUser", "ref-CacheUser"]
+    app, default = (resolve(t.properties(u)) for u in ("CacheUser", "CacheDefaultUser"))
+    assert {app["Engine"], default["Engine"], group["Engine"]} == {cache["Engine"]}
+    # Every connection is `default` until it signs in: off, it can do nothing.
+    assert default["UserName"] == "default"
+    assert default["AccessString"].split()[0] == "off"
+    # What the functions' user may do: tests/integration/test_redis_auth.py runs it.
+    assert app["AccessString"].split()[0] == "on"
+    # The functions' user's name and password are the secret's; the default user's password
+    # is one no function reads.
+    generated = {
+        lid: resolve(t.properties(lid))["GenerateSecretString"]
+        for lid in ("CacheUserSecret", "CacheDefaultUserSecret")
+    }
+    user_secret = generated["CacheUserSecret"]
+    assert json.loads(user_secret["SecretStringTemplate"]) == {"username": app["UserName"]}
+    key = user_secret["GenerateStringKey"]
+    resolve_password = f"{{{{resolve:secretsmanager:ref-CacheUserSecret:SecretString:{key}}}}}"
+    assert app["AuthenticationMode"] == {"Type": "password", "Passwords": [resolve_password]}
+    assert default["AuthenticationMode"]["Passwords"] == [
+        "{{resolve:secretsmanager:ref-CacheDefaultUserSecret:SecretString}}"
+    ]
+    # ElastiCache takes 16 to 128 characters and refuses some punctuation.
+    for rules in generated.values():
+        assert 16 <= rules["PasswordLength"] <= 128 and rules["ExcludePunctuation"] is True
+    readers = _redis_readers(t, resolver, "ref-CacheUserSecret")
+    assert readers and all(readers.values()), readers
+
+
+def test_a_brought_cache_is_signed_in_to_with_its_secret_or_not_at_all() -> None:
+    t, resolver = _stack(**BRING_YOUR_OWN, RedisAuthSecretArn=REDIS_AUTH_SECRET)
+    assert not CACHE_AUTH & set(t.resources())
+    readers = _redis_readers(t, resolver, REDIS_AUTH_SECRET)
+    assert readers and all(readers.values()), readers
+    # Without a secret: no AUTH, and no (empty) secret to read.
+    t, resolver = _stack(**BRING_YOUR_OWN)
+    for name in t.resources(FUNCTION_TYPE):
+        props = resolver.resolve(t.properties(name))
+        assert "STT_REDIS_AUTH_SECRET_ID" not in props["Environment"]["Variables"], name
+        assert "" not in _readable_secrets(props), name
+
+
 # Resource types that hold data: each says what becomes of it when the stack is deleted or the
 # resource replaced; those whose data exists nowhere else keep it.
 STATEFUL = {

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None  # redis:// or rediss://; wins over redis_endpoint
     redis_endpoint: str | None = None  # host:port of ElastiCache (TLS), the template's parameter
     redis_cluster: bool = False  # a Redis Cluster (ElastiCache Serverless, cluster mode enabled)
+    # Secrets Manager secret (JSON username, password) of the ElastiCache user; unset: no AUTH
+    redis_auth_secret_id: str | None = None
     cache_l1_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     cache_l1_ttl_s: float = Field(default=3600.0, gt=0)
     cache_l2_ttl_s: float = Field(default=24 * 3600.0, gt=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sttpipe.adapters.database import conninfo_from_settings, create_pool
-from sttpipe.adapters.redis_connection import RedisClient, redis_client
+from sttpipe.adapters.redis_connection import RedisClient, SecretCredentials, redis_client
 from sttpipe.cache.base import MetricSink, no_metrics
 from sttpipe.cache.memory import MemoryCache
 from sttpipe.cache.postgres import PostgresCache
@@ -28,7 +28,13 @@ def redis_for(settings: Settings) -> RedisClient | None:
     url = redis_url(settings)
     if not url:
         return None
-    return redis_client(url, settings.cache_redis_timeout_s, cluster=settings.redis_cluster)
+    secret_id = settings.redis_auth_secret_id
+    return redis_client(
+        url,
+        settings.cache_redis_timeout_s,
+        cluster=settings.redis_cluster,
+        credentials=SecretCredentials(secret_id) if secret_id else None,
+    )
 
 
 def build_transcript_cache(
