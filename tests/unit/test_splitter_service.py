@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sttpipe_testing.fakes import (
     InMemoryJobRepository,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    TricklingObjectStore,
     started_run,
 )
 
@@ -33,8 +35,8 @@ JOB_ID = "00112233445566778899aabbccddeeff"
 
 
 class World:
-    def __init__(self, **settings: object) -> None:
-        self.store = InMemoryObjectStore()
+    def __init__(self, store: InMemoryObjectStore | None = None, **settings: object) -> None:
+        self.store = store or InMemoryObjectStore()
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.settings = Settings(
@@ -93,6 +95,19 @@ def test_sample_is_cut_into_chunks_and_handed_to_the_priority_queue() -> None:
     view = world.jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.TRANSCRIBING
     assert [c.index for c in view.chunks] == list(range(manifest.chunks_total))
+
+
+def test_the_recording_is_split_while_it_still_downloads() -> None:
+    # Its first chunk is stored before the last bytes of the upload are in (the store holds
+    # them back until then, or 10 s): the split does not wait for the whole download. (A
+    # chunk is cut once the window holds max_chunk_s: 20 s here, a third of the sample.)
+    world = World(TricklingObjectStore(), max_chunk_s=20)
+    key = world.upload(SAMPLE.read_bytes())
+    outcome = world.service.handle_upload(key)
+    assert outcome.status is JobStatus.TRANSCRIBING and outcome.chunks >= 2
+    assert world.store.chunk_stored_before_complete is True
+    manifest = Manifest.model_validate_json(world.store.get_bytes(keys.manifest(JOB_ID)))
+    assert manifest.upload_sha256 == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
 
 
 def test_a_repeated_notification_does_not_split_twice() -> None:
