@@ -16,6 +16,7 @@ from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkRef,
+    ChunkTask,
     ExecutionInput,
     Job,
     JobStatus,
@@ -27,6 +28,7 @@ from sttpipe.observability import Metric
 from sttpipe.ports import (
     Download,
     JobRepository,
+    MessageQueues,
     MetricRecorder,
     ObjectStore,
     SpeechCapacityGauge,
@@ -60,6 +62,7 @@ class SplitterService:
         record: MetricRecorder | None = None,
         capacity: SpeechCapacityGauge | None = None,
         announcer: JobEndAnnouncer | None = None,
+        ahead: MessageQueues | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -69,6 +72,7 @@ class SplitterService:
         self._record = record
         self._capacity = capacity
         self._announcer = announcer
+        self._ahead = ahead
 
     def handle_upload(self, raw_key: str, etag: str = "", receive_count: int = 1) -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded.
@@ -205,6 +209,7 @@ class SplitterService:
                             lead_in_ms=chunk.lead_in_ms,
                         )
                     )
+                    self._send_ahead(job, refs[-1])
             upload_sha256 = upload.wait_until_complete()
             if (cached := known.ask()) is not None:
                 return self._answer_from_cache(job, cached, started)
@@ -231,6 +236,27 @@ class SplitterService:
         )
         store_manifest(self._store, manifest)
         return self._start(job, manifest, started, resumed=False)
+
+    def _send_ahead(self, job: Job, chunk: ChunkRef) -> None:
+        """Hand the chunk to the workers now, while the rest is cut (Settings.transcribe_ahead).
+        Not for a job whose language is still to be detected: the Map sends the pinned one,
+        and the cache key holds the language. A failed send costs only the head start."""
+        if self._ahead is None or job.language_source is LanguageSource.DETECT:
+            return
+        task = ChunkTask(
+            job_id=job.job_id, language=job.language, prompt=job.prompt, run=1, chunk=chunk
+        )
+        try:
+            self._ahead.send(
+                self._settings.queue_url(job.priority),
+                task.model_dump_json(),
+                group_id=job.tenant_id,
+            )
+        except Exception:
+            logger.exception(
+                "chunk not sent ahead; the state machine's task will transcribe it",
+                extra={"job_id": job.job_id, "chunk": chunk.index},
+            )
 
     def _start(
         self, job: Job, manifest: Manifest, started: float, *, resumed: bool
