@@ -15,11 +15,13 @@ Printed, per run:
                limit: the first job after the cloud started, then a warm one (another recording,
                so no cache hit), then the warm recording again (known: hashed, not uploaded).
 Columns: wall time from the command's start to the final status; API calls; bytes uploaded; the
-ideal critical path for the chunking the splitter chose (the upload + its split + the calls it
-made, packed on the fleet limit longest first, each as long as the latency model says + its
-merge: what is left is the pipeline's own time) and measured/ideal; and the time per stage (upload,
-split, from its end to the first speech API call, from that call to the last answer, from the
-last answer to the merge, merge).
+ideal critical path for the chunking the splitter chose (the upload + the calls it made, packed
+on the fleet limit longest first, each as long as the latency model says, from the moment the
+first chunk is cut (the split's share up to its end: chunks are handed to the workers as they
+are cut), but the last chunk's call not before the split has ended + its merge: what is left is
+the pipeline's own time) and measured/ideal; and the time per stage (upload,
+split, from its end to the first speech API call (negative: calls began while it still split),
+from that call to the last answer, from the last answer to the merge, merge).
 
     .venv/bin/python benchmarks/bench_e2e.py [--minutes 55] [--limits 4,10]
         [--latency-s 0.5] [--latency-per-audio-s 0.01]
@@ -162,7 +164,12 @@ class PipelineRun:
         if calls:
             audio = [a for _, _, a in calls]
             service = [self.fixed_s + self.per_audio_s * a for a in audio]
-            ideal = uploaded + split_s + packed_s(service, self.limit) + merge_s
+            chunks = job["chunks"]
+            first_cut_s = split_s * chunks[0]["end_ms"] / chunks[-1]["end_ms"]
+            last_s = (chunks[-1]["end_ms"] - chunks[-1]["start_ms"]) / 1000
+            last_call_s = self.fixed_s + self.per_audio_s * last_s
+            calls_s = max(first_cut_s + packed_s(service, self.limit), split_s + last_call_s)
+            ideal = uploaded + calls_s + merge_s
             first_call = min(start for start, _, _ in calls)
             last_answer = max(end for _, end, _ in calls)
             stages += (

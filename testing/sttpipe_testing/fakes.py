@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import tempfile
 import threading
 import uuid
@@ -21,6 +22,7 @@ from typing import IO, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from sttpipe.adapters.arriving import ArrivingFile
 from sttpipe.adapters.s3 import temp_suffix
 from sttpipe.adapters.stepfunctions import (
     MAX_CAUSE_CHARS,
@@ -85,13 +87,15 @@ class InMemoryObjectStore:
             return self._objects[key][1]
 
     @contextmanager
-    def download(self, key: str) -> Iterator[IO[bytes]]:
+    def download(self, key: str) -> Iterator[ArrivingFile]:
+        """The object on disk, all of it there at once."""
         data = self.get_bytes(key)
         with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
             tmp.write(data)
             tmp.flush()
-            tmp.seek(0)
-            yield tmp
+            with ArrivingFile(tmp.name, len(data), tail_from=0) as arriving:
+                arriving.finished(data)
+                yield arriving
 
     def size(self, key: str) -> int | None:
         with self._lock:
@@ -147,6 +151,49 @@ class InMemoryObjectStore:
 
 
 # ---- job repository -------------------------------------------------------------------------
+
+
+class TricklingObjectStore(InMemoryObjectStore):
+    """Downloads arrive as from S3, while the reader works: the tail at once, then the head in
+    blocks, the last `held` bytes of it only once a chunk was stored (or after `wait_s`), so a
+    test sees whether the reader worked on the recording before all of it was in."""
+
+    def __init__(self, *, tail: int = 256 << 10, held: int = 64 << 10, wait_s: float = 10) -> None:
+        super().__init__()
+        self._tail, self._held, self._wait_s = tail, held, wait_s
+        self._chunk_stored = threading.Event()
+        self.chunk_stored_before_complete: bool | None = None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        super().put_bytes(key, data, content_type)
+        if "/chunks/" in key:
+            self._chunk_stored.set()
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[ArrivingFile]:
+        data = self.get_bytes(key)
+        tail_from = max(0, len(data) - self._tail)
+        with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
+            tmp.write(b"\0" * tail_from + data[tail_from:])
+            tmp.flush()
+            with ArrivingFile(tmp.name, len(data), tail_from=tail_from) as arriving:
+                feeder = threading.Thread(target=self._feed, args=(tmp, data, arriving))
+                feeder.start()
+                try:
+                    yield arriving
+                finally:
+                    self._chunk_stored.set()
+                    feeder.join()
+
+    def _feed(self, tmp: IO[bytes], data: bytes, arriving: ArrivingFile) -> None:
+        held_from = max(0, arriving.tail_from - self._held)
+        for start in range(0, arriving.tail_from, 16 << 10):
+            if start >= held_from and self.chunk_stored_before_complete is None:
+                self.chunk_stored_before_complete = self._chunk_stored.wait(self._wait_s)
+            end = min(start + (16 << 10), arriving.tail_from)
+            os.pwrite(tmp.fileno(), data[start:end], start)
+            arriving.arrived(data[start:end])
+        arriving.finished(data[arriving.tail_from :])
 
 
 class InMemoryJobRepository:

@@ -4,8 +4,10 @@ server on loopback) for the pre-signed URLs, which only mean something when a cl
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 
 import boto3
@@ -70,16 +72,35 @@ def test_put_get_size(store: S3ObjectStore) -> None:
 
 
 def test_download_streams_into_a_temporary_file_that_is_removed(store: S3ObjectStore) -> None:
-    # Larger than boto3's 8 MB multipart threshold, so the ranged, streaming path is taken.
-    data = os.urandom(1024) * (9 * 1024)
+    data = os.urandom(1024) * (9 * 1024)  # 9 MiB: a tail, then the head in blocks
     store.put_bytes("uploads/job/talk.mp3", data, "audio/mpeg")
     with store.download("uploads/job/talk.mp3") as fileobj:
         path = fileobj.name
-        assert path.endswith(".mp3") and os.path.getsize(path) == len(data)
+        assert path.endswith(".mp3") and fileobj.seek(0, os.SEEK_END) == len(data)
+        fileobj.seek(0)
         assert fileobj.read() == data
+        assert fileobj.wait_until_complete() == hashlib.sha256(data).hexdigest()
+        assert os.path.getsize(path) == len(data)
     assert not os.path.exists(path)
     with pytest.raises(ObjectNotFound), store.download("uploads/job/none.wav"):
         pass
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (1 << 20) + 1])
+def test_download_of_objects_around_the_tails_size(store: S3ObjectStore, size: int) -> None:
+    data = os.urandom(size)
+    store.put_bytes("uploads/job/a.wav", data, "audio/wav")
+    with store.download("uploads/job/a.wav") as fileobj:
+        assert fileobj.read() == data
+        assert fileobj.wait_until_complete() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_download_left_early_stops_fetching(store: S3ObjectStore) -> None:
+    store.put_bytes("uploads/job/long.wav", os.urandom(24 << 20), "audio/wav")
+    before = threading.active_count()
+    with store.download("uploads/job/long.wav") as fileobj:
+        assert len(fileobj.read(1000)) == 1000
+    assert threading.active_count() == before  # the fetching thread ended with the context
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sttpipe_testing.audio import silence, write_wav
 from sttpipe_testing.fakes import (
     InMemoryJobRepository,
+    InMemoryMessageQueues,
     InMemoryObjectStore,
     InMemoryWorkflow,
+    TricklingObjectStore,
     started_run,
 )
 
@@ -18,6 +22,7 @@ from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkState,
+    ChunkTask,
     Job,
     JobStatus,
     LanguageSource,
@@ -32,9 +37,22 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.flac"
 JOB_ID = "00112233445566778899aabbccddeeff"
 
 
+class SendsBeforeStart(InMemoryMessageQueues):
+    """Records, with each message, whether the job's execution had started by then."""
+
+    def __init__(self, workflow: InMemoryWorkflow) -> None:
+        super().__init__()
+        self._workflow = workflow
+        self.sent_before_start: list[bool] = []
+
+    def send(self, queue_url: str, body: str, **kwargs: Any) -> None:
+        self.sent_before_start.append(not self._workflow.executions)
+        super().send(queue_url, body, **kwargs)
+
+
 class World:
-    def __init__(self, **settings: object) -> None:
-        self.store = InMemoryObjectStore()
+    def __init__(self, store: InMemoryObjectStore | None = None, **settings: object) -> None:
+        self.store = store or InMemoryObjectStore()
         self.jobs = InMemoryJobRepository()
         self.workflow = InMemoryWorkflow()
         self.settings = Settings(
@@ -43,7 +61,10 @@ class World:
             queue_url_low="https://sqs/low",
             **settings,  # type: ignore[arg-type]
         )
-        self.service = SplitterService(self.store, self.jobs, self.workflow, self.settings)
+        self.queues = SendsBeforeStart(self.workflow)
+        self.service = SplitterService(
+            self.store, self.jobs, self.workflow, self.settings, ahead=self.queues
+        )
 
     def upload(
         self,
@@ -93,6 +114,41 @@ def test_sample_is_cut_into_chunks_and_handed_to_the_priority_queue() -> None:
     view = world.jobs.get(JOB_ID)
     assert view is not None and view.job.status is JobStatus.TRANSCRIBING
     assert [c.index for c in view.chunks] == list(range(manifest.chunks_total))
+
+
+def test_the_recording_is_split_while_it_still_downloads() -> None:
+    # Its first chunk is stored before the last bytes of the upload are in (the store holds
+    # them back until then, or 10 s): the split does not wait for the whole download. (A
+    # chunk is cut once the window holds max_chunk_s: 20 s here, a third of the sample.)
+    world = World(TricklingObjectStore(), max_chunk_s=20)
+    key = world.upload(SAMPLE.read_bytes())
+    outcome = world.service.handle_upload(key)
+    assert outcome.status is JobStatus.TRANSCRIBING and outcome.chunks >= 2
+    assert world.store.chunk_stored_before_complete is True
+    manifest = Manifest.model_validate_json(world.store.get_bytes(keys.manifest(JOB_ID)))
+    assert manifest.upload_sha256 == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+
+
+def test_each_chunk_is_sent_ahead_to_the_workers_as_soon_as_it_is_cut() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes())
+    world.service.handle_upload(key)
+    (execution_json,) = world.workflow.executions.values()
+    execution = started_run(world.store, execution_json)
+    ahead = [ChunkTask.model_validate_json(m.body) for m in world.queues.sent]
+    assert [t.chunk for t in ahead] == execution.chunks  # every chunk with speech, in order
+    assert all(t.task_token is None and t.language == "en" for t in ahead)
+    assert {(m.queue_url, m.group_id) for m in world.queues.sent} == {
+        ("https://sqs/high", "default")
+    }
+    assert all(world.queues.sent_before_start)  # before the state machine was started
+
+
+def test_nothing_is_sent_ahead_for_a_job_whose_language_is_to_be_detected() -> None:
+    world = World()
+    key = world.upload(SAMPLE.read_bytes(), language=None, language_source=LanguageSource.DETECT)
+    assert world.service.handle_upload(key).status is JobStatus.TRANSCRIBING
+    assert world.queues.sent == []
 
 
 def test_a_repeated_notification_does_not_split_twice() -> None:

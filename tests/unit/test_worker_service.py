@@ -24,6 +24,7 @@ from sttpipe.domain.models import (
     ChunkTask,
     ChunkTranscript,
     Job,
+    JobStatus,
     LanguageDetected,
     LanguageSource,
 )
@@ -181,8 +182,8 @@ def test_redelivery_after_a_stored_result_answers_without_calling_the_api_again(
 
 
 class RacedStore(InMemoryObjectStore):
-    """Another delivery of the same message stores the chunk's result while this one fetches
-    the chunk's audio for its own call."""
+    """Another delivery of the same message, or the chunk sent ahead by the splitter, stores the
+    chunk's result while this one fetches the chunk's audio for its own call."""
 
     def get_bytes(self, key: str) -> bytes:
         if key == keys.chunk_audio(JOB_ID, 2):
@@ -192,7 +193,8 @@ class RacedStore(InMemoryObjectStore):
         return super().get_bytes(key)
 
 
-def test_a_delivery_that_loses_the_race_to_store_neither_overwrites_nor_answers() -> None:
+def test_a_delivery_that_loses_the_race_to_store_keeps_the_first_result_and_answers() -> None:
+    # The first writer may be a chunk sent ahead, which answers nobody: the task answers.
     world = World(FakeTranscriber(default="this delivery's text"), store=RacedStore())
     task = world.task()
     world.service.process(task, receive_count=1)
@@ -202,8 +204,8 @@ def test_a_delivery_that_loses_the_race_to_store_neither_overwrites_nor_answers(
     )
     assert len(world.transcriber.calls) == 1  # this delivery did call the API...
     assert (result.text, result.api_calls) == ("won", 1)  # ...but the first writer's result stays
-    assert task.task_token not in world.workflow.answers  # the winner answers, once
-    assert world.chunk_state() is ChunkState.PENDING
+    assert task.task_token is not None and world.workflow.answers[task.task_token].succeeded
+    assert world.chunk_state() is ChunkState.DONE
 
 
 def test_a_token_the_state_machine_gave_up_on_is_dropped_without_work() -> None:
@@ -325,3 +327,45 @@ def test_a_detection_too_unsure_to_pin_leaves_every_chunk_to_detect_its_own() ->
     assert LanguageDetected.model_validate_json(answer.output or "").language is None
     view = world.jobs.get(JOB_ID)
     assert view is not None and view.job.language is None
+
+
+def ahead_of(task: ChunkTask) -> ChunkTask:
+    """The same chunk as the splitter sends it ahead of the Map: no task token."""
+    return task.model_copy(update={"task_token": None})
+
+
+def test_a_chunk_sent_ahead_is_stored_and_its_task_answers_without_a_call() -> None:
+    world = World(FakeTranscriber(["heard ahead"]))
+    task = world.task()
+    world.service.process(ahead_of(task), receive_count=1)
+    assert len(world.transcriber.calls) == 1 and not world.workflow.answers
+    assert world.chunk_state() is ChunkState.PENDING  # the job's progress follows the Map
+
+    world.service.process(task, receive_count=1)
+    assert len(world.transcriber.calls) == 1  # not one more
+    assert task.task_token is not None and world.workflow.answers[task.task_token].succeeded
+    result = ChunkTranscript.model_validate_json(
+        world.store.get_bytes(keys.chunk_result(JOB_ID, 2))
+    )
+    assert result.text == "heard ahead" and world.chunk_state() is ChunkState.DONE
+
+
+def test_a_chunk_sent_ahead_for_a_job_that_has_ended_is_dropped_uncalled() -> None:
+    world = World(FakeTranscriber(["never used"]))
+    world.jobs.finish(JOB_ID, JobStatus.FAILED, stats={}, reason="cancelled by its owner")
+    world.service.process(ahead_of(world.task()), receive_count=1)
+    assert not world.transcriber.calls
+    assert world.store.size(keys.chunk_result(JOB_ID, 2)) is None
+
+
+@pytest.mark.parametrize(
+    "error", [TransientSpeechError("HTTP 503"), PermanentSpeechError("HTTP 400: bad audio")]
+)
+def test_a_chunk_sent_ahead_that_fails_is_left_to_its_task(error: Exception) -> None:
+    world = World(FakeTranscriber([error], default="heard by the task"))
+    task = world.task()
+    world.service.process(ahead_of(task), receive_count=1)  # neither raised nor retried
+    assert world.store.size(keys.chunk_result(JOB_ID, 2)) is None and not world.workflow.answers
+
+    world.service.process(task, receive_count=1)
+    assert task.task_token is not None and world.workflow.answers[task.task_token].succeeded

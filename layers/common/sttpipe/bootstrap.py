@@ -278,7 +278,14 @@ class Container:
             record=self.metrics,
             capacity=self.speech_capacity,
             announcer=self.announcer,
+            ahead=self.queues if self.transcribes_ahead else None,
         )
+
+    @property
+    def transcribes_ahead(self) -> bool:
+        """Chunks go to the workers as they are cut only with the cache's Redis, whose
+        single-flight lease makes a chunk sent ahead and its task share one call."""
+        return self.settings.transcribe_ahead and None not in (self.transcript_cache, self.redis)
 
     @cached_property
     def worker_service(self) -> WorkerService:

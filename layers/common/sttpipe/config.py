@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # Aim every chunk at this length instead (within the bounds): reproducible chunking for
     # benchmarks and tests. None sizes each job for speed.
     chunk_target_s: float | None = Field(default=None, gt=0)
+    # Hand each chunk to the workers as soon as it is cut, before the split ends and the state
+    # machine's Map sends its task: the speech API starts on the first chunks while the rest of
+    # the recording is still cut, and the Map's tasks find their transcripts waiting. Needs the
+    # cache's Redis (its single-flight lease keeps a chunk from being paid for twice).
+    transcribe_ahead: bool = True
 
     # The token group (cognito:groups) whose members may upload with priority "high";
     # operators may too.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -43,6 +43,28 @@ class TaskNoLongerWaiting(Exception):
     """
 
 
+class Download(Protocol):
+    """An object arriving on local disk: a binary file, and its SHA-256 once complete."""
+
+    name: str
+    size: int
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    @property
+    def sha256(self) -> str | None:
+        """The whole object's SHA-256 once all of it arrived; None before."""
+        ...
+
+    def wait_until_complete(self) -> str:
+        """Wait for the last byte; the whole object's SHA-256."""
+        ...
+
+
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
@@ -53,8 +75,9 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
-    def download(self, key: str) -> AbstractContextManager[IO[bytes]]:
-        """Stream the object into a temporary file and yield it open for reading."""
+    def download(self, key: str) -> AbstractContextManager[Download]:
+        """Stream the object into a temporary file and yield it open for reading at once: a
+        read waits for the bytes it asks for, so the caller works while the rest arrives."""
         ...
 
     def size(self, key: str) -> int | None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from contextlib import closing, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sttpipe.adapters.arriving import ArrivingFile
 from sttpipe.ports import ObjectNotFound
 
 if TYPE_CHECKING:
@@ -23,10 +25,10 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # A conditional write lost: the object exists (412), or a concurrent conditional write to the
 # same key is still in progress (409).
 _LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
-# Downloads: two ranged GETs at once and few parts queued for the disk. boto3's defaults (ten,
-# and a hundred) held 58 MB more of a 105 MB upload in memory for a few percent of speed; four
-# threads still 9 MB more than two, for no speed measured on the local cloud (bench_e2e).
-_DOWNLOAD = TransferConfig(max_concurrency=2, max_io_queue=8)
+# Downloads: the last MiB first, for probe (a WAV's trailing chunks, the last seconds of
+# compressed audio, an MP4's index at the end), then the rest in order in blocks of a MiB.
+_TAIL_BYTES = 1 << 20
+_BLOCK_BYTES = 1 << 20
 
 
 @functools.cache
@@ -67,18 +69,73 @@ class S3ObjectStore:
             raise
 
     @contextmanager
-    def download(self, key: str) -> Iterator[IO[bytes]]:
-        """Stream the object into a temporary file (never all in memory) and yield it rewound."""
+    def download(self, key: str) -> Iterator[ArrivingFile]:
+        """Stream the object into a temporary file (never all in memory) and yield it at once,
+        readable while the rest arrives: its tail first, then the head from the start."""
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise ObjectNotFound(key) from exc
+            raise
+        size, etag = head["ContentLength"], head["ETag"]
+        tail_from = max(0, size - _TAIL_BYTES)
         with tempfile.NamedTemporaryFile(prefix="sttpipe-", suffix=temp_suffix(key)) as tmp:
-            try:
-                self._s3.download_fileobj(self.bucket, key, tmp, Config=_DOWNLOAD)
-            except ClientError as exc:
-                if _is_missing(exc):
-                    raise ObjectNotFound(key) from exc
-                raise
-            tmp.flush()
-            tmp.seek(0)
-            yield tmp
+            tail = self._range(key, etag, tail_from, size) if size else b""
+            os.pwrite(tmp.fileno(), tail, tail_from)
+            with ArrivingFile(tmp.name, size, tail_from=tail_from) as arriving:
+                stop = threading.Event()
+                fetch = threading.Thread(
+                    target=self._fetch_head,
+                    args=(key, etag, tmp.fileno(), arriving, tail, stop),
+                    name="s3-download",
+                    daemon=True,
+                )
+                fetch.start()
+                try:
+                    yield arriving
+                finally:
+                    stop.set()
+                    fetch.join()
+
+    def _range(self, key: str, etag: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object, as long as it is still the version `etag`."""
+        answer = self._s3.get_object(
+            Bucket=self.bucket, Key=key, IfMatch=etag, Range=f"bytes={start}-{end - 1}"
+        )
+        return answer["Body"].read()
+
+    def _fetch_head(
+        self,
+        key: str,
+        etag: str,
+        fd: int,
+        arriving: ArrivingFile,
+        tail: bytes,
+        stop: threading.Event,
+    ) -> None:
+        """Write bytes [0, tail_from) to `fd` in order, telling `arriving` as they land."""
+        try:
+            at = 0
+            if arriving.tail_from:
+                body = self._s3.get_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    IfMatch=etag,
+                    Range=f"bytes=0-{arriving.tail_from - 1}",
+                )["Body"]
+                with closing(body):
+                    for block in body.iter_chunks(_BLOCK_BYTES):
+                        if stop.is_set():
+                            return  # the reader is gone: the rest is not wanted
+                        os.pwrite(fd, block, at)
+                        at += len(block)
+                        arriving.arrived(block)
+            if at != arriving.tail_from:
+                raise OSError(f"s3://{self.bucket}/{key} ended after {at} bytes")
+            arriving.finished(tail)
+        except BaseException as exc:
+            arriving.failed(exc)
 
     def size(self, key: str) -> int | None:
         try:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Iterator
 
 import av
@@ -11,17 +10,24 @@ from av.audio.frame import AudioFrame
 
 from sttpipe.audio.errors import InvalidAudioError
 from sttpipe.audio.pcm import SAMPLE_RATE, SAMPLE_WIDTH
-from sttpipe.audio.probe import AudioInfo, human_duration, open_audio, probe
+from sttpipe.audio.probe import (
+    AudioInfo,
+    AudioSource,
+    human_duration,
+    open_audio,
+    opened,
+    probe,
+)
 
 # Block size for copying canonical WAV: large enough that per-block overhead vanishes.
 _COPY_BLOCK_BYTES = 1 << 16
 
 
-def pcm_blocks(path: str | os.PathLike[str], info: AudioInfo) -> Iterator[bytes]:
+def pcm_blocks(source: AudioSource, info: AudioInfo) -> Iterator[bytes]:
     """Yield the recording as canonical PCM, a block at a time (never the whole file)."""
     if info.pcm_range is not None:
-        return _copy_range(path, *info.pcm_range)
-    return _decode(path)
+        return _copy_range(source, *info.pcm_range)
+    return _decode(source)
 
 
 def decode_bytes(data: bytes) -> bytes:
@@ -30,15 +36,12 @@ def decode_bytes(data: bytes) -> bytes:
     Raises an AudioError, as probe does, when `data` is not audio we can read. Meant for
     chunk-sized audio: the result is held in memory.
     """
-    # probe and the decoders work on a path (size, seeks, the WAV fast path): spool to one.
-    with tempfile.NamedTemporaryFile(prefix="sttpipe-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return b"".join(pcm_blocks(tmp.name, probe(tmp.name)))
+    audio = io.BytesIO(data)
+    return b"".join(pcm_blocks(audio, probe(audio)))
 
 
-def _copy_range(path: str | os.PathLike[str], offset: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+def _copy_range(source: AudioSource, offset: int, length: int) -> Iterator[bytes]:
+    with opened(source) as f:
         f.seek(offset)
         while length > 0:
             block = f.read(min(_COPY_BLOCK_BYTES, length))
@@ -48,12 +51,12 @@ def _copy_range(path: str | os.PathLike[str], offset: int, length: int) -> Itera
             yield block
 
 
-def _decode(path: str | os.PathLike[str]) -> Iterator[bytes]:
+def _decode(source: AudioSource) -> Iterator[bytes]:
     # Passes frames that are already canonical (16 kHz mono s16 FLAC) through untouched, so
     # their PCM, and therefore their chunk hashes, equal those of the same audio in WAV.
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     decoded = 0
-    with open_audio(path) as (container, stream):
+    with open_audio(source) as (container, stream):
         try:
             for packet in container.demux(stream):  # ends with an empty packet that flushes
                 try:

@@ -13,7 +13,7 @@ import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Protocol, cast
 
 import av
 from av.audio.frame import AudioFrame
@@ -55,6 +55,31 @@ _WAV_MAX_TRAILING_CHUNKS = 64
 _NOT_AUDIO = "The file is not audio we can read: it is damaged or in an unknown format."
 
 
+class AudioFile(Protocol):
+    """A readable, seekable binary file: an open file, or a download still arriving."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+# A path, or a file the caller opened (reads may wait for a download: see ObjectStore.download).
+AudioSource = str | os.PathLike[str] | AudioFile
+
+
+@contextmanager
+def opened(source: AudioSource) -> Iterator[AudioFile]:
+    """The source as a binary file at its start; a path is opened here and closed after."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            yield f
+    else:
+        source.seek(0)
+        yield source
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     container: str  # FFmpeg's format name, e.g. "wav", "mp3", "matroska,webm"
@@ -80,12 +105,13 @@ def truncation_tolerance_s(duration_s: float) -> float:
     return max(1.0, 0.01 * duration_s)
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
+def probe(source: AudioSource) -> AudioInfo:
     """Read what split_file and check_limits need, and reject bad input with an AudioError."""
-    size = os.path.getsize(path)
-    if size == 0:
-        raise EmptyAudioError("The file is empty (0 bytes).")
-    return _probe_wav(path, size) or _probe_av(path, size)
+    with opened(source) as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            raise EmptyAudioError("The file is empty (0 bytes).")
+        return _probe_wav(f, size) or _probe_av(f, size)
 
 
 def check_limits(
@@ -121,43 +147,43 @@ def _megabytes(size: int) -> str:
 # ---- WAV: the header is checked against the file, and canonical PCM needs no decoder ----
 
 
-def _probe_wav(path: str | os.PathLike[str], size: int) -> AudioInfo | None:
+def _probe_wav(f: AudioFile, size: int) -> AudioInfo | None:
     """AudioInfo for canonical PCM WAV; None when PyAV should look (not WAV, or another WAV)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        f.seek(0)
-        try:
-            with wave.open(f) as w:
-                channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-                frames = w.getnframes()
-        except (wave.Error, EOFError, struct.error):
-            return None  # a format `wave` does not read (float, extensible, ADPCM) or damage
-        data_start = f.tell()  # `wave` stops right after the data chunk's header
-        if rate <= 0 or channels <= 0:
+    f.seek(0)
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    f.seek(0)
+    try:
+        with wave.open(cast(IO[bytes], f)) as w:  # `wave` only reads, seeks and tells
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.getnframes()
+    except (wave.Error, EOFError, struct.error):
+        return None  # a format `wave` does not read (float, extensible, ADPCM) or damage
+    data_start = f.tell()  # `wave` stops right after the data chunk's header
+    if rate <= 0 or channels <= 0:
+        raise InvalidAudioError(
+            f"The WAV header is damaged: it gives {rate} Hz and {channels} channel(s)."
+        )
+    block = channels * width
+    f.seek(data_start - 4)
+    (declared,) = struct.unpack("<I", f.read(4))
+    available = size - data_start
+    if declared >= _WAV_UNKNOWN_SIZE:
+        data_len = available - available % block
+    elif frames * block > available:
+        raise TruncatedAudioError(
+            "The file is cut off: its header promises "
+            f"{human_duration(frames / rate)} of audio but it holds only "
+            f"{human_duration(available // block / rate)}."
+        )
+    else:
+        data_len = frames * block
+        if not _only_chunks_follow(f, data_start + declared + (declared & 1), size):
             raise InvalidAudioError(
-                f"The WAV header is damaged: it gives {rate} Hz and {channels} channel(s)."
+                "The WAV header does not match the file: there is more data after the "
+                "audio than the header accounts for."
             )
-        block = channels * width
-        f.seek(data_start - 4)
-        (declared,) = struct.unpack("<I", f.read(4))
-        available = size - data_start
-        if declared >= _WAV_UNKNOWN_SIZE:
-            data_len = available - available % block
-        elif frames * block > available:
-            raise TruncatedAudioError(
-                "The file is cut off: its header promises "
-                f"{human_duration(frames / rate)} of audio but it holds only "
-                f"{human_duration(available // block / rate)}."
-            )
-        else:
-            data_len = frames * block
-            if not _only_chunks_follow(f, data_start + declared + (declared & 1), size):
-                raise InvalidAudioError(
-                    "The WAV header does not match the file: there is more data after the "
-                    "audio than the header accounts for."
-                )
     if data_len == 0:
         raise EmptyAudioError("The WAV file holds no audio samples.")
     if (rate, channels, width) != (SAMPLE_RATE, 1, SAMPLE_WIDTH):
@@ -173,7 +199,7 @@ def _probe_wav(path: str | os.PathLike[str], size: int) -> AudioInfo | None:
     )
 
 
-def _only_chunks_follow(f: BinaryIO, pos: int, size: int) -> bool:
+def _only_chunks_follow(f: AudioFile, pos: int, size: int) -> bool:
     """True when what follows the audio is a few well-formed RIFF chunks (LIST, id3, ...)."""
     for _ in range(_WAV_MAX_TRAILING_CHUNKS):
         if size - pos < 8:
@@ -193,18 +219,21 @@ def _only_chunks_follow(f: BinaryIO, pos: int, size: int) -> bool:
 
 
 @contextmanager
-def open_audio(path: str | os.PathLike[str]) -> Iterator[tuple[InputContainer, AudioStream]]:
+def open_audio(source: AudioSource) -> Iterator[tuple[InputContainer, AudioStream]]:
     """The container and its main audio stream (FFmpeg's pick when there are several)."""
-    with av.open(os.fspath(path), container_options=_OPEN_OPTIONS) as container:
+    with (
+        opened(source) as f,
+        av.open(f, "r", container_options=_OPEN_OPTIONS) as container,
+    ):
         stream = container.streams.best("audio")
         if not isinstance(stream, AudioStream):
             raise InvalidAudioError("The file has no audio track.")
         yield container, stream
 
 
-def _probe_av(path: str | os.PathLike[str], size: int) -> AudioInfo:
+def _probe_av(f: AudioFile, size: int) -> AudioInfo:
     try:
-        with open_audio(path) as (container, stream):
+        with open_audio(f) as (container, stream):
             ctx = stream.codec_context
             if ctx.sample_rate <= 0 or ctx.channels <= 0:
                 raise InvalidAudioError(_NOT_AUDIO)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import array
 import itertools
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from sttpipe.audio.pcm import (
 )
 from sttpipe.audio.probe import (
     AudioInfo,
+    AudioSource,
     check_limits,
     human_duration,
     probe,
@@ -186,7 +186,7 @@ def target_chunk_seconds(duration_s: float, concurrency: int, min_s: float, max_
 
 
 def split_file(
-    path: str | os.PathLike[str],
+    source: AudioSource,
     options: SplitOptions | None = None,
     *,
     info: AudioInfo | None = None,
@@ -198,7 +198,7 @@ def split_file(
     iterator, after the chunks before them.
     """
     options = options or SplitOptions()
-    info = info or probe(path)
+    info = info or probe(source)
     check_limits(info, options.max_duration_s, options.max_bytes)
     target_s = options.target_chunk_s or target_chunk_seconds(
         info.duration_s, options.concurrency, options.min_chunk_s, options.max_chunk_s
@@ -220,7 +220,7 @@ def split_file(
             "container": info.container,
         },
     )
-    return _split(path, info, options, target_s)
+    return _split(source, info, options, target_s)
 
 
 def find_pause_cut(
@@ -251,13 +251,13 @@ def find_pause_cut(
 
 
 def _split(
-    path: str | os.PathLike[str], info: AudioInfo, options: SplitOptions, target_s: float
+    source: AudioSource, info: AudioInfo, options: SplitOptions, target_s: float
 ) -> Iterator[AudioChunk]:
     started = time.perf_counter()
     cutter = _Cutter(options, target_s)
     max_samples = None if options.max_duration_s is None else options.max_duration_s * SAMPLE_RATE
     decoded = 0
-    for block in pcm_blocks(path, info):
+    for block in pcm_blocks(source, info):
         decoded += len(block) // SAMPLE_WIDTH
         if max_samples is not None and decoded > max_samples:
             raise AudioTooLongError(

@@ -199,11 +199,13 @@ class ChunkOutcome(BaseModel):
 
 
 class ChunkTask(BaseModel):
-    """Body of a chunk message the state machine puts on a priority queue."""
+    """Body of a chunk message the state machine puts on a priority queue, or the splitter
+    ahead of it (no task token: transcribed into the job's results for the Map's task to find,
+    answered to nobody; see Settings.transcribe_ahead)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task_token: str = Field(min_length=1)
+    task_token: str | None = Field(default=None, min_length=1)
     job_id: str = Field(min_length=1)
     language: str | None = None
     prompt: str | None = None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
@@ -18,6 +16,7 @@ from sttpipe.config import Settings
 from sttpipe.domain import keys
 from sttpipe.domain.models import (
     ChunkRef,
+    ChunkTask,
     ExecutionInput,
     Job,
     JobStatus,
@@ -27,7 +26,9 @@ from sttpipe.domain.models import (
 from sttpipe.domain.transcripts import CachedUpload, Hit
 from sttpipe.observability import Metric
 from sttpipe.ports import (
+    Download,
     JobRepository,
+    MessageQueues,
     MetricRecorder,
     ObjectStore,
     SpeechCapacityGauge,
@@ -61,6 +62,7 @@ class SplitterService:
         record: MetricRecorder | None = None,
         capacity: SpeechCapacityGauge | None = None,
         announcer: JobEndAnnouncer | None = None,
+        ahead: MessageQueues | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -70,6 +72,7 @@ class SplitterService:
         self._record = record
         self._capacity = capacity
         self._announcer = announcer
+        self._ahead = ahead
 
     def handle_upload(self, raw_key: str, etag: str = "", receive_count: int = 1) -> SplitOutcome:
         """Split one uploaded object. S3 notifications carry keys `quote_plus`-encoded.
@@ -171,23 +174,23 @@ class SplitterService:
         refs: list[ChunkRef] = []
         speech: dict[int, list[tuple[int, int]]] = {}
         sent: dict[int, list[tuple[int, int]]] = {}
-        upload_sha256: str | None = None
-        with self._store.download(job.upload_key) as audio_file:
-            if self._cache is not None:
-                upload_sha256 = _sha256(audio_file)
-                cached = self._cache.upload(
-                    upload_sha256, tenant=job.tenant_id, language=job.language, prompt=job.prompt
-                )
-                if cached is not None:
-                    return self._answer_from_cache(job, cached, started)
-            info = probe(audio_file.name)
+        # The recording is split while it downloads. Once all of it is in, its hash tells
+        # whether the tenant transcribed this very file before: then the split stops there
+        # (its chunks so far expire with work/) and the job is answered from the cache.
+        with self._store.download(job.upload_key) as upload:
+            known = _KnownUpload(self._cache, job, upload)
+            if (cached := known.ask()) is not None:
+                return self._answer_from_cache(job, cached, started)
+            info = probe(upload)
             options = self._options(info.duration_s)
             logger.info(
                 "splitting",
                 extra={"job_id": job.job_id, "duration_s": info.duration_s, "codec": info.codec},
             )
             # Limits are checked before the first chunk; no speech at all raises at the end.
-            for chunk in split_file(audio_file.name, options, info=info):
+            for chunk in split_file(upload, options, info=info):
+                if (cached := known.ask()) is not None:
+                    return self._answer_from_cache(job, cached, started)
                 if not chunk.has_speech:
                     silent[chunk.index] = (chunk.start_ms, chunk.end_ms)
                 else:
@@ -206,6 +209,10 @@ class SplitterService:
                             lead_in_ms=chunk.lead_in_ms,
                         )
                     )
+                    self._send_ahead(job, refs[-1])
+            upload_sha256 = upload.wait_until_complete()
+            if (cached := known.ask()) is not None:
+                return self._answer_from_cache(job, cached, started)
 
         execution = ExecutionInput(
             job_id=job.job_id,
@@ -229,6 +236,27 @@ class SplitterService:
         )
         store_manifest(self._store, manifest)
         return self._start(job, manifest, started, resumed=False)
+
+    def _send_ahead(self, job: Job, chunk: ChunkRef) -> None:
+        """Hand the chunk to the workers now, while the rest is cut (Settings.transcribe_ahead).
+        Not for a job whose language is still to be detected: the Map sends the pinned one,
+        and the cache key holds the language. A failed send costs only the head start."""
+        if self._ahead is None or job.language_source is LanguageSource.DETECT:
+            return
+        task = ChunkTask(
+            job_id=job.job_id, language=job.language, prompt=job.prompt, run=1, chunk=chunk
+        )
+        try:
+            self._ahead.send(
+                self._settings.queue_url(job.priority),
+                task.model_dump_json(),
+                group_id=job.tenant_id,
+            )
+        except Exception:
+            logger.exception(
+                "chunk not sent ahead; the state machine's task will transcribe it",
+                extra={"job_id": job.job_id, "chunk": chunk.index},
+            )
 
     def _start(
         self, job: Job, manifest: Manifest, started: float, *, resumed: bool
@@ -294,9 +322,23 @@ class SplitterService:
         return SplitOutcome(job.job_id, JobStatus.COMPLETED)
 
 
-def _sha256(file: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    file.seek(0)
-    while block := file.read(1 << 20):
-        digest.update(block)
-    return digest.hexdigest()
+class _KnownUpload:
+    """The tenant's finished transcript of this very upload, asked for once: as soon as the
+    download is complete and its hash known."""
+
+    def __init__(self, cache: TranscriptCache | None, job: Job, upload: Download) -> None:
+        self._cache = cache
+        self._job = job
+        self._upload = upload
+        self._asked = cache is None
+
+    def ask(self) -> Hit[CachedUpload] | None:
+        """The hit, the first time this is called with the hash known; None otherwise."""
+        if self._asked or (sha256 := self._upload.sha256) is None:
+            return None
+        self._asked = True
+        assert self._cache is not None
+        job = self._job
+        return self._cache.upload(
+            sha256, tenant=job.tenant_id, language=job.language, prompt=job.prompt
+        )

@@ -20,7 +20,14 @@ from sttpipe.domain.models import (
     LanguageSource,
 )
 from sttpipe.domain.transcripts import CachedChunk, CacheLevel
-from sttpipe.ports import JobRepository, ObjectStore, TaskNoLongerWaiting, TranscriptCache, Workflow
+from sttpipe.ports import (
+    JobRepository,
+    ObjectNotFound,
+    ObjectStore,
+    TaskNoLongerWaiting,
+    TranscriptCache,
+    Workflow,
+)
 from sttpipe.speech.base import SpeechBackPressure, SpeechError, Transcriber
 from sttpipe.transcript.language import language_of
 
@@ -105,9 +112,13 @@ class WorkerService:
         """
         chunk = task.chunk
         log_keys = {"job_id": task.job_id, "chunk": chunk.index, "receive_count": receive_count}
+        token = task.task_token
+        if token is None:
+            self._transcribe_ahead(task, log_keys, remaining_s)
+            return
         try:
             # Resets the heartbeat clock, which has been running while the message sat queued.
-            self._workflow.heartbeat(task.task_token)
+            self._workflow.heartbeat(token)
         except TaskNoLongerWaiting:
             logger.warning("state machine no longer waits for this chunk; dropped", extra=log_keys)
             return
@@ -119,12 +130,12 @@ class WorkerService:
                 logger.info("chunk result already stored", extra=log_keys)
             else:
                 interval_s = self._settings.heartbeat_interval_s
-                with heartbeats(self._workflow, task.task_token, interval_s):
+                with heartbeats(self._workflow, token, interval_s):
                     stored_here = self._transcribe_and_store(task, remaining_s)
                 if not stored_here:
-                    # Another delivery of this message stored the result first; it answers.
+                    # Another delivery of this message, or the chunk sent ahead, stored it
+                    # first. Answered here too: a second answer to a token is only refused.
                     logger.info("chunk result stored by another delivery", extra=log_keys)
-                    return
         except SpeechError as exc:
             if isinstance(exc, SpeechBackPressure) and may_defer:
                 logger.info(
@@ -143,7 +154,7 @@ class WorkerService:
                 self._jobs.set_chunk_state(
                     task.job_id, chunk.index, ChunkState.FAILED, error=reason, run=task.run
                 )
-            self._answer_failure(task.task_token, reason, log_keys)
+            self._answer_failure(token, reason, log_keys)
             if exc.retryable:
                 raise ChunkGaveUp(reason) from exc
             return
@@ -154,9 +165,29 @@ class WorkerService:
             self._jobs.set_chunk_state(task.job_id, chunk.index, ChunkState.DONE, run=task.run)
             answer = ChunkOutcome(index=chunk.index, result_key=result_key).model_dump_json()
         try:
-            self._workflow.succeed(task.task_token, answer)
+            self._workflow.succeed(token, answer)
         except TaskNoLongerWaiting:
             logger.warning("state machine stopped waiting before the answer", extra=log_keys)
+
+    def _transcribe_ahead(
+        self, task: ChunkTask, log_keys: dict[str, object], remaining_s: float | None
+    ) -> None:
+        """A chunk the splitter sent ahead of the Map: its transcript is stored in the job's
+        results, where the Map's task finds it. Nobody waits for this one, so whatever stops
+        it (the job ended or gone, no slot, an API error) drops it: the task does the work."""
+        view = self._jobs.get(task.job_id)
+        if view is None or view.job.status.is_final:
+            logger.info("chunk sent ahead for a job that has ended; dropped", extra=log_keys)
+            return
+        if self._store.size(keys.chunk_result(task.job_id, task.chunk.index)) is not None:
+            return
+        try:
+            self._transcribe_and_store(task, remaining_s)
+        except (SpeechError, ObjectNotFound) as exc:
+            logger.info(
+                "chunk sent ahead not transcribed; its task will be",
+                extra={**log_keys, "why": str(exc)},
+            )
 
     def _pin_language(
         self, task: ChunkTask, result_key: str, log_keys: dict[str, object]
