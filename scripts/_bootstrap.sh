@@ -37,6 +37,19 @@ ensure_localstack() {
   fi
 }
 
+# checkov scans template.yaml (tests/unit/test_template.py), in its own virtualenv too.
+ensure_checkov() {
+  local venv="${STT_CHECKOV_VENV:-$ROOT/.venv-checkov}" stamp
+  stamp="$(stamp_of requirements/checkov.txt)"
+  if [ ! -f "$venv/.stamp-$stamp" ]; then
+    say "installing checkov into $venv (about 40 s)"
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q -r requirements/checkov.txt
+    rm -f "$venv"/.stamp-*
+    touch "$venv/.stamp-$stamp"
+  fi
+}
+
 # flite and sox make the test speech; ffmpeg is not needed (PyAV bundles it).
 ensure_debian_tools() {
   local missing=()

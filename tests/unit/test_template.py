@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,6 +70,30 @@ def test_cfn_lint_is_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_finds_nothing_and_every_skip_says_why(template: dict[str, Any]) -> None:
+    for name, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert str(skip.get("comment", "")).strip(), f"{name} skips {skip['id']} unexplained"
+    venv = Path(os.environ.get("STT_CHECKOV_VENV", ROOT / ".venv-checkov"))
+    if not (venv / "bin" / "checkov").exists():
+        message = f"checkov is not installed at {venv}; ./scripts/test installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installed it: this check must never pass by not running
+        pytest.skip(message)
+    command = [str(venv / "bin" / "checkov"), "--file", str(ROOT / "template.yaml"), "--quiet"]
+    result = subprocess.run(
+        [*command, "--framework", "cloudformation", "--compact", "--output", "json"],
+        capture_output=True,
+        text=True,
+    )
+    report = json.loads(result.stdout)
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert failed == [] and report["summary"]["passed"] > 0, result.stderr
 
 
 def test_every_queue_driven_function_reports_partial_batch_failures(
