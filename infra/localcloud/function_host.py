@@ -114,8 +114,10 @@ class _Instance:
             if self._process is None or not self._process.is_alive():
                 self._start()
             deadline_ms = int((time.time() + timeout_s) * 1000)
-            self._conn.send((json.dumps(event), request_id, deadline_ms))
-            reply = self._conn.recv() if self._conn.poll(timeout_s) else None
+            # Held here: kill() from another thread (a test, close()) clears self._conn.
+            conn = self._conn
+            conn.send((json.dumps(event), request_id, deadline_ms))
+            reply = conn.recv() if conn.poll(timeout_s) else None
         except (OSError, EOFError) as e:  # the process died, did not start, or close() killed it
             self.kill()
             error = {"errorType": "Runtime.ExitError", "errorMessage": f"process ended: {e!r}"}

@@ -8,6 +8,7 @@ each step of the pipeline happens only when a test invokes it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,15 +159,21 @@ def test_upload_then_chunk_events_drive_a_real_execution(
     put(pipeline, key, SAMPLE.read_bytes())
     assert invoke(pipeline, "splitter-upload.json") == {"batchItemFailures": []}
 
-    # The splitter started an execution whose Map put the chunks on the normal queue.
+    # The splitter sent each chunk ahead (no task token) and started an execution whose Map put
+    # the chunks on the normal queue too, each with its task token.
     sqs = pipeline.cloud.boto3_client("sqs")
-    received = sqs.receive_message(
-        QueueUrl=pipeline.cloud.stack.ref("ChunkQueueNormal"),
-        MaxNumberOfMessages=1,
-        WaitTimeSeconds=10,
-    )["Messages"]
-    real = ChunkTask.model_validate_json(received[0]["Body"])
-    assert real.job_id == job_id
+    tasks: list[ChunkTask] = []
+    deadline = time.monotonic() + 30
+    while not any(t.task_token for t in tasks):
+        assert time.monotonic() < deadline, "the Map sent no chunk"
+        received = sqs.receive_message(
+            QueueUrl=pipeline.cloud.stack.ref("ChunkQueueNormal"),
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+        ).get("Messages", [])
+        tasks += [ChunkTask.model_validate_json(m["Body"]) for m in received]
+    real = next(t for t in tasks if t.task_token)
+    assert real.job_id == job_id and any(t.task_token is None for t in tasks)
     view = jobs.get(job_id)
     assert view is not None and view.job.status is JobStatus.TRANSCRIBING
     assert len(view.chunks) >= 2
