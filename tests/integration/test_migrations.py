@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
+import socketserver
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,9 +211,81 @@ def test_the_custom_resource_migrates_at_deploy_and_answers_cloudformation(
     assert "webhook_keys" in tables(database)  # Delete left the database alone
 
 
+def test_a_database_that_answers_late_is_migrated_once_it_does(
+    database: str, cloudformation: CloudFormationStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first deploy: the RDS Proxy's target still registers when CloudFormation asks. Here the
+    # database's port starts forwarding only 2 s after the function began trying.
+    late = _LateForwarder(psycopg.conninfo.conninfo_to_dict(database), after_s=2.0)
+    monkeypatch.setenv("STT_MIGRATION_WAIT_S", "30")
+    function = load_function(monkeypatch, late.conninfo)
+    started = time.monotonic()
+    try:
+        function.handler(cloudformation.request("Create"), CONTEXT)
+    finally:
+        get_settings.cache_clear()
+        late.close()
+    (answer,) = cloudformation.answers
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert time.monotonic() - started >= 2.0  # it kept trying while the port was closed
+    assert "webhook_keys" in tables(database)
+
+
+class _LateForwarder:
+    """A TCP port that refuses connections for `after_s`, then forwards them to PostgreSQL."""
+
+    def __init__(self, target: dict[str, Any], after_s: float) -> None:
+        self._target = (str(target.get("host") or "127.0.0.1"), int(target.get("port") or 5432))
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()  # closed: connections are refused until the forwarder listens on it
+        options = {k: v for k, v in target.items() if k not in ("host", "port")}
+        options.update(host="127.0.0.1", port=self.port, connect_timeout=1)
+        self.conninfo = make_conninfo(**options)
+        self._server: socketserver.ThreadingTCPServer | None = None
+        self._opened = threading.Timer(after_s, self._open)
+        self._opened.start()
+
+    def _open(self) -> None:
+        target = self._target
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.create_connection(target) as upstream:
+                    pumps = [
+                        threading.Thread(target=_pump, args=(self.request, upstream)),
+                        threading.Thread(target=_pump, args=(upstream, self.request)),
+                    ]
+                    for pump in pumps:
+                        pump.start()
+                    for pump in pumps:
+                        pump.join()
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Pipe)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._opened.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the other side closed
+
+
 def test_a_failed_migration_fails_the_deploy_with_the_reason(
     cloudformation: CloudFormationStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("STT_MIGRATION_WAIT_S", "1")
     function = load_function(monkeypatch, "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
     try:
         function.handler(cloudformation.request("Create"), CONTEXT)

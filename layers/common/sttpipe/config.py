@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # chunk, the splitter on an upload, ending its job FAILED); keep equal to the queues'
     # redrive maxReceiveCount in template.yaml.
     max_receives: int = 3
+
+    # How long the deploy's migration (MigrationsFunction) keeps trying to reach the database: a
+    # new RDS Proxy's target registers for a few minutes after CloudFormation created it. Keep
+    # under the function's timeout (300 s).
+    migration_wait_s: float = Field(default=240.0, ge=0)
     # A delivery that failed for a reason that may pass is retried after
     # retry_backoff_base_s * 2**(receive - 1), jittered down to half, at most retry_backoff_max_s,
     # rather than after the queue's visibility timeout (which must cover the function's timeout).
