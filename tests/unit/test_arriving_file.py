@@ -95,3 +95,19 @@ def test_the_writers_error_is_raised_in_the_waiting_reader(arriving: ArrivingFil
     assert [str(e) for e in errors] == ["reset"]
     with pytest.raises(ConnectionError):
         arriving.wait_until_complete()
+
+
+def test_waiting_for_a_file_that_is_all_tail_waits_for_its_writer(tmp_path: Path) -> None:
+    # A small object is fetched whole as its "tail": its bytes are there before the writer has
+    # said it is finished (and the hash is known).
+    path = tmp_path / "small.wav"
+    path.write_bytes(DATA)
+    with ArrivingFile(str(path), len(DATA), tail_from=0) as file:
+        hashes: list[str] = []
+        waiter = threading.Thread(target=lambda: hashes.append(file.wait_until_complete()))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive()
+        file.finished(DATA)
+        waiter.join(5)
+        assert hashes == [hashlib.sha256(DATA).hexdigest()]

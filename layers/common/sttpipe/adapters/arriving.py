@@ -61,10 +61,14 @@ class ArrivingFile(io.RawIOBase):
         return self._sha256
 
     def wait_until_complete(self) -> str:
-        """Wait for the last byte; the whole file's SHA-256."""
-        self._wait_for(0, self.size)
-        assert self._sha256 is not None
-        return self._sha256
+        """Wait until the writer has finished (the bytes may be there before, as the tail);
+        the whole file's SHA-256."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._sha256 is not None or self._error is not None)
+            if self._error is not None:
+                raise self._error
+            assert self._sha256 is not None
+            return self._sha256
 
     def readable(self) -> bool:
         return True
