@@ -24,30 +24,30 @@ ensure_venv() {
   fi
 }
 
-ensure_localstack() {
-  local venv="${STT_LOCALSTACK_VENV:-$ROOT/.venv-localstack}" stamp
-  stamp="$(stamp_of requirements/localstack.txt)"
+# A tool whose pins clash with ours, in a virtualenv of its own:
+#   ensure_side_venv DIR REQUIREMENTS "WHAT (how long)"
+ensure_side_venv() {
+  local venv="$1" requirements="$2" stamp
+  stamp="$(stamp_of "$requirements")"
   if [ ! -f "$venv/.stamp-$stamp" ]; then
-    say "installing LocalStack into $venv (about 90 s, 500 MB)"
+    say "installing $3 into $venv"
     [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -r requirements/localstack.txt
+    "$venv/bin/python" -m pip install -q -r "$requirements"
     rm -f "$venv"/.stamp-*
     touch "$venv/.stamp-$stamp"
   fi
 }
 
-# checkov scans template.yaml (tests/unit/test_template.py), in its own virtualenv too.
+ensure_localstack() {
+  ensure_side_venv "${STT_LOCALSTACK_VENV:-$ROOT/.venv-localstack}" requirements/localstack.txt \
+    "LocalStack (about 90 s, 500 MB)"
+}
+
+# checkov scans template.yaml (tests/unit/test_template.py).
 ensure_checkov() {
-  local venv="${STT_CHECKOV_VENV:-$ROOT/.venv-checkov}" stamp
-  stamp="$(stamp_of requirements/checkov.txt)"
-  if [ ! -f "$venv/.stamp-$stamp" ]; then
-    say "installing checkov into $venv (about 40 s)"
-    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q -r requirements/checkov.txt
-    rm -f "$venv"/.stamp-*
-    touch "$venv/.stamp-$stamp"
-  fi
+  ensure_side_venv "${STT_CHECKOV_VENV:-$ROOT/.venv-checkov}" requirements/checkov.txt \
+    "checkov (about 40 s)"
 }
 
 # flite and sox make the test speech; ffmpeg is not needed (PyAV bundles it).

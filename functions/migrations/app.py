@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from sttpipe.adapters.cloudformation import answer_custom_resource
+from sttpipe.adapters.cloudformation import Outcome, answer_after
 from sttpipe.adapters.database import conninfo_from_settings
 from sttpipe.adapters.migrations import latest_version, migrate
 from sttpipe.config import Settings, get_settings
@@ -43,23 +43,13 @@ def migrate_when_reachable(settings: Settings) -> list[int]:
 @logger.inject_lambda_context(clear_state=True)
 @event_source(data_class=CloudFormationCustomResourceEvent)
 def handler(event: CloudFormationCustomResourceEvent, context: LambdaContext) -> None:
-    try:
+    def work() -> Outcome:
+        data = {"Version": str(latest_version())}
         if event.request_type == "Delete":
-            reason = "the database and its schema are kept"
-        else:
-            applied = migrate_when_reachable(get_settings())
-            reason = f"applied migrations {applied}" if applied else "the schema was up to date"
-    except Exception as exc:
-        logger.exception("the database could not be migrated")
-        answer_custom_resource(
-            event.raw_event,
-            succeeded=False,
-            physical_id=PHYSICAL_ID,
-            reason=f"the database could not be migrated: {type(exc).__name__}: {exc}",
-        )
-        return
-    logger.info(reason, extra={"request": event.request_type})
-    data = {"Version": str(latest_version())}
-    answer_custom_resource(
-        event.raw_event, succeeded=True, physical_id=PHYSICAL_ID, reason=reason, data=data
+            return "the database and its schema are kept", data
+        applied = migrate_when_reachable(get_settings())
+        return (f"applied migrations {applied}" if applied else "the schema was up to date"), data
+
+    answer_after(
+        event.raw_event, work, physical_id=PHYSICAL_ID, failure="the database could not be migrated"
     )

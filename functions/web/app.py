@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sttpipe.adapters.cloudformation import answer_custom_resource
+from sttpipe.adapters.cloudformation import Outcome, answer_after
 
 logger = Logger()
 PAGE_DIR: Final = Path(__file__).resolve().parent / "page"
@@ -64,21 +64,14 @@ def unpublish(s3: Any, bucket: str) -> None:
 def handler(event: CloudFormationCustomResourceEvent, context: LambdaContext) -> None:
     props = event.resource_properties
     bucket = str(props["Bucket"])
-    s3 = boto3.client("s3")
-    try:
+
+    def work() -> Outcome:
+        s3 = boto3.client("s3")
         if event.request_type == "Delete":
             unpublish(s3, bucket)
-            reason = f"emptied {bucket}"
-        else:
-            reason = f"wrote {', '.join(publish(s3, bucket, props['Config']))} to {bucket}"
-    except Exception as exc:
-        logger.exception("the page could not be published")
-        answer_custom_resource(
-            event.raw_event,
-            succeeded=False,
-            physical_id=bucket,
-            reason=f"the page could not be published: {type(exc).__name__}: {exc}",
-        )
-        return
-    logger.info(reason, extra={"request": event.request_type})
-    answer_custom_resource(event.raw_event, succeeded=True, physical_id=bucket, reason=reason)
+            return f"emptied {bucket}", None
+        return f"wrote {', '.join(publish(s3, bucket, props['Config']))} to {bucket}", None
+
+    answer_after(
+        event.raw_event, work, physical_id=bucket, failure="the page could not be published"
+    )

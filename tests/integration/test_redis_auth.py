@@ -21,7 +21,7 @@ from moto import mock_aws
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
-from sttpipe_testing.redis_cluster import ClusterUnavailable, LocalRedisCluster
+from sttpipe_testing.redis_cluster import LocalRedisCluster, running_cluster
 
 from localcloud.cloud import DEFAULT_TEMPLATE
 from localcloud.template import PseudoParameters, Template
@@ -187,14 +187,7 @@ def test_a_wrong_or_unreadable_secret_is_refused_clearly_and_the_cache_does_with
 
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[LocalRedisCluster]:
-    try:
-        started = LocalRedisCluster(tls=True, users=USERS)
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-    with started:
-        yield started
+    yield from running_cluster(tls=True, users=USERS)
 
 
 def test_the_stacks_cache_is_reached_as_its_user_over_tls_on_a_cluster(

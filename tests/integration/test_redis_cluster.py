@@ -4,7 +4,6 @@ slot (a hash tag), and the cache's multi-key reads and deletes cross slots safel
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
-from sttpipe_testing.redis_cluster import ClusterUnavailable, LocalRedisCluster
+from sttpipe_testing.redis_cluster import LocalRedisCluster, running_cluster
 
 from sttpipe.cache import CacheKey, EntryKind, KeyParams
 from sttpipe.cache.factory import redis_for
@@ -25,14 +24,7 @@ from sttpipe.speech.latency import LatencyLog
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRedisCluster]:
-    try:
-        started = LocalRedisCluster()
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            raise  # installed by scripts/test: must never pass by not running
-        pytest.skip(str(exc))
-    with started:
-        yield started
+    yield from running_cluster()
 
 
 @pytest.fixture
@@ -112,14 +104,7 @@ def test_cache_entries_across_slots_are_read_and_deleted_on_a_cluster(
 
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[LocalRedisCluster]:
-    try:
-        started = LocalRedisCluster(tls=True)
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-    with started:
-        yield started
+    yield from running_cluster(tls=True)
 
 
 def test_the_stacks_cache_endpoint_is_a_cluster_reached_over_verified_tls(
